@@ -1,0 +1,18 @@
+/*  gateway.h - the gateway actor: see the message vocabulary at the top of gateway.c.
+
+    Start it with zactor_new (gateway_actor, (void *) config) where config is a
+    const rtws_config_t * that outlives the actor.
+*/
+#ifndef RTWS_GATEWAY_H_INCLUDED
+#define RTWS_GATEWAY_H_INCLUDED
+
+#include <czmq.h>
+#include <stdbool.h>
+
+void gateway_actor (zsock_t *pipe, void *args);
+
+//  Self test: starts the actor alone, plays its siblings over inproc.
+//  Returns 0 when every check passed, else the number of failures.
+int gateway_test (bool verbose);
+
+#endif

@@ -1,0 +1,18 @@
+/*  presence.h - the presence actor: see the message vocabulary at the top of presence.c.
+
+    Start it with zactor_new (presence_actor, (void *) config) where config is a
+    const rtws_config_t * that outlives the actor.
+*/
+#ifndef RTWS_PRESENCE_H_INCLUDED
+#define RTWS_PRESENCE_H_INCLUDED
+
+#include <czmq.h>
+#include <stdbool.h>
+
+void presence_actor (zsock_t *pipe, void *args);
+
+//  Self test: starts the actor alone, plays its siblings over inproc.
+//  Returns 0 when every check passed, else the number of failures.
+int presence_test (bool verbose);
+
+#endif

@@ -1,0 +1,68 @@
+/*  log.c - timestamped log lines on stderr.
+
+    Each line is formatted into a local buffer and written with one write(2),
+    so lines from different actor threads never interleave.
+*/
+#include "log.h"
+
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+//  Written once at start-up, read by every thread: atomic for the sanitizers.
+static _Atomic int s_level = RTWS_LOG_INFO;
+
+static const char *s_names [] = { "error", "warn", "info", "debug" };
+
+void
+rtws_log_set_level (rtws_log_level_t level)
+{
+    atomic_store (&s_level, (int) level);
+}
+
+rtws_log_level_t
+rtws_log_level (void)
+{
+    return (rtws_log_level_t) atomic_load (&s_level);
+}
+
+int
+rtws_log_set_level_name (const char *name)
+{
+    for (int i = 0; i < 4; i++)
+        if (name && strcmp (name, s_names [i]) == 0) {
+            rtws_log_set_level ((rtws_log_level_t) i);
+            return 0;
+        }
+    return -1;
+}
+
+void
+rtws_log (rtws_log_level_t level, const char *component, const char *fmt, ...)
+{
+    if ((int) level > atomic_load (&s_level))
+        return;
+    char line [2048];
+    struct timeval tv;
+    gettimeofday (&tv, NULL);
+    struct tm tm;
+    gmtime_r (&tv.tv_sec, &tm);
+    int n = snprintf (line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ %-5s %s: ",
+                      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                      tm.tm_hour, tm.tm_min, tm.tm_sec, (int) (tv.tv_usec / 1000),
+                      s_names [level], component);
+    va_list args;
+    va_start (args, fmt);
+    int m = vsnprintf (line + n, sizeof line - (size_t) n - 1, fmt, args);
+    va_end (args);
+    size_t len = (size_t) n + (m < 0 ? 0 : (size_t) m);
+    if (len > sizeof line - 2)
+        len = sizeof line - 2;
+    line [len++] = '\n';
+    ssize_t rc = write (STDERR_FILENO, line, len);
+    (void) rc;
+}
