@@ -10,7 +10,9 @@
     | out       | `OK seq user exp`   | `s8s8`  | valid; user per PROTOCOL.md section 2 rule 4; exp Unix seconds, 0 = no `exp` |
     | out       | `FAIL seq reason 0` | `s8s8`  | invalid; reason is a short log text (`expired`, `bad signature`, ...) |
 
-    Pipe (from the owner): `$TERM` only. No pointers cross this actor.
+    Pipe (from the owner): `$TERM`; `READY` -> "i" 1 once set up (rtwsd asks
+    it at start-up; no answer means the key was refused). No pointers
+    cross this actor.
 
     This is the only file of rtwsd that includes jwt.h. libjwt 1.10.2 checks
     the signature and nothing else, accepts any HS* token under an HMAC key
@@ -545,6 +547,13 @@ s_handle_pipe (auth_t *self)
     if (strcmp (command, "$TERM") == 0) {
         zstr_free (&command);
         return -1;
+    }
+    if (strcmp (command, "READY") == 0) {
+        //  rtwsd asks once at start-up: an actor that refused its key
+        //  never reaches this loop, so silence means "cannot start"
+        zstr_free (&command);
+        zsock_send (self->pipe, "i", 1);
+        return 0;
     }
     log_error ("auth", "E: invalid pipe command '%s'", command);
     assert (false);

@@ -342,10 +342,11 @@ s_session_send (gateway_t *self, struct lws *wsi, s_session_t *session, s_frame_
 
 //  Sends a frame we just encoded (text is freed here) to one session.
 static void
-s_session_send_text (gateway_t *self, struct lws *wsi, s_session_t *session, char *text, size_t len)
+s_session_send_text (gateway_t *self, struct lws *wsi, s_session_t *session, char *text)
 {
     if (!text)
         return;
+    size_t len = strlen (text);
     s_frame_t *frame = s_frame_new (text, len);
     free (text);
     if (!frame)
@@ -662,7 +663,7 @@ s_message (gateway_t *self, struct lws *wsi, s_session_t *session, const char *d
             if (payload && zsock_send (self->router, "sss", "PUBLISH", session->room, payload) == -1) {
                 log_error (GW, "conn %" PRIu64 ": router queue full, message refused", session->id);
                 s_session_send_text (self, wsi, session,
-                                     codec_system_error ("unavailable", in.id ? in.id : id, &olen), olen);
+                                     codec_system_error ("unavailable", in.id ? in.id : id, NULL));
             }
             free (payload);
             break;
@@ -670,7 +671,7 @@ s_message (gateway_t *self, struct lws *wsi, s_session_t *session, const char *d
         case CODEC_IN_PING:
             if (!in.id)
                 codec_new_id (id);
-            s_session_send_text (self, wsi, session, codec_system_ack (in.id ? in.id : id, &olen), olen);
+            s_session_send_text (self, wsi, session, codec_system_ack (in.id ? in.id : id, NULL));
             break;
         case CODEC_IN_ACTIVITY:
             break;
@@ -679,17 +680,17 @@ s_message (gateway_t *self, struct lws *wsi, s_session_t *session, const char *d
             int64_t exp = 0;
             if (s_verify (self, in.token, user, sizeof user, &exp) == 0 && streq (user, session->user)) {
                 session->exp = exp;
-                s_session_send_text (self, wsi, session, codec_auth_ok (exp, &olen), olen);
+                s_session_send_text (self, wsi, session, codec_auth_ok (exp, NULL));
                 s_session_schedule (self, wsi, session, s_now_us ());
             }
             else
                 s_session_send_text (self, wsi, session,
-                                     codec_system_error ("bad_token", NULL, &olen), olen);
+                                     codec_system_error ("bad_token", NULL, NULL));
             break;
         }
         case CODEC_IN_ERROR:
             log_debug (GW, "conn %" PRIu64 ": %s", session->id, in.error);
-            s_session_send_text (self, wsi, session, codec_system_error (in.error, in.id, &olen), olen);
+            s_session_send_text (self, wsi, session, codec_system_error (in.error, in.id, NULL));
             break;
     }
     codec_in_clear (&in);
@@ -796,8 +797,7 @@ s_timer (gateway_t *self, struct lws *wsi, s_session_t *session)
         return 0;
     }
     if (now >= session->next_ping) {
-        size_t len = 0;
-        s_session_send_text (self, wsi, session, codec_system_ping (codec_now (), &len), len);
+        s_session_send_text (self, wsi, session, codec_system_ping (codec_now (), NULL));
         session->next_ping += (int64_t) self->config->heartbeat_interval * 1000000LL;
         if (session->next_ping <= now)
             session->next_ping = now + (int64_t) self->config->heartbeat_interval * 1000000LL;

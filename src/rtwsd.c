@@ -127,6 +127,22 @@ main (int argc, char *argv [])
     zactor_t *presence = zactor_new (presence_actor, config);
     zactor_t *router = zactor_new (router_actor, config);
     zactor_t *auth = zactor_new (auth_actor, config);
+    //  auth is the one actor whose set-up depends on outside input (the
+    //  key); it answers READY only when it accepted it.
+    int ready = 0;
+    zsock_set_sndtimeo (auth, 0);
+    zsock_set_rcvtimeo (auth, 2000);
+    if (zstr_send (auth, "READY") != 0 || zsock_recv (auth, "i", &ready) != 0 || ready != 1) {
+        fprintf (stderr, "rtwsd: invalid JWT configuration: the auth actor refused "
+                         "JWT_ALG=%s with its key (see the log above)\n", config->jwt_alg);
+        zactor_destroy (&auth);
+        zactor_destroy (&router);
+        zactor_destroy (&presence);
+        zactor_destroy (&bridge);
+        rtws_config_destroy (&config);
+        return 2;
+    }
+    zsock_set_rcvtimeo (auth, -1);
     zactor_t *gateway = zactor_new (gateway_actor, config);
     assert (bridge && presence && router && auth && gateway);
 

@@ -1,0 +1,63 @@
+/*  config.h - rtwsd configuration: defaults, environment, validation.
+
+    A config is built once by rtwsd.c before any actor starts and is
+    read-only afterwards; actors receive a const pointer as their zactor
+    argument and never write to it.
+*/
+#ifndef RTWS_CONFIG_H_INCLUDED
+#define RTWS_CONFIG_H_INCLUDED
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct {
+    char *host;                 //  HOST, listen address
+    int port;                   //  PORT, 1..65535
+    char *jwt_secret;           //  JWT_SECRET, HMAC secret
+    char *jwt_alg;              //  JWT_ALG, upper-case: HS256|HS384|HS512|RS*|ES*|PS*
+    char *jwt_public_key_file;  //  JWT_PUBLIC_KEY_FILE or NULL
+    char *jwt_public_key;       //  contents of that file (PEM), NULL for HS*
+    size_t jwt_public_key_len;  //  its length in bytes
+    char *jwt_audience;         //  JWT_AUDIENCE or NULL
+    char *jwt_issuer;           //  JWT_ISSUER or NULL
+    char *redis_url;            //  REDIS_URL or NULL (NULL = memory engine)
+    char **allowed_origins;     //  ALLOWED_ORIGINS, each normalised (origin.h)
+    size_t allowed_origins_count; //  0 = any Origin accepted
+    int presence_ttl;           //  PRESENCE_TTL seconds, > 0
+    int heartbeat_interval;     //  HEARTBEAT_INTERVAL seconds, > 0
+    int idle_timeout;           //  IDLE_TIMEOUT seconds, > 0
+    size_t max_message_size;    //  MAX_MESSAGE_SIZE bytes, 1..16 MiB
+    size_t max_queue_bytes;     //  MAX_QUEUE_BYTES, per-connection unsent output bound
+    size_t max_queue_messages;  //  MAX_QUEUE_MESSAGES, per-connection unsent frames bound
+    char *log_level;            //  LOG_LEVEL: error|warn|info|debug
+    bool permessage_deflate;    //  PERMESSAGE_DEFLATE: 0|1, off by default
+} rtws_config_t;
+
+//  Returns a config holding the defaults of docs/PROTOCOL.md section 1.
+rtws_config_t *rtws_config_new (void);
+
+//  Destroys a config; idempotent, sets *self_p to NULL.
+void rtws_config_destroy (rtws_config_t **self_p);
+
+//  Sets one variable by name from its text value, validating it. Returns 0,
+//  or -1 with a one-line message naming the variable and value in err.
+//  Unknown names return 0 and change nothing (the environment holds more
+//  than ours). An empty value means "unset" for the optional variables
+//  (REDIS_URL, JWT_PUBLIC_KEY_FILE, JWT_AUDIENCE, JWT_ISSUER, ALLOWED_ORIGINS)
+//  and is an error for the others.
+int rtws_config_set (rtws_config_t *self, const char *name, const char *value,
+                     char *err, size_t errlen);
+
+//  Reads every known variable from the process environment via
+//  rtws_config_set, then rtws_config_check. Returns 0 or -1 with err set.
+int rtws_config_load_env (rtws_config_t *self, char *err, size_t errlen);
+
+//  Cross-checks after all values are set: loads JWT_PUBLIC_KEY_FILE when the
+//  algorithm is RS*/ES*/PS* (required then), checks REDIS_URL's shape.
+//  Returns 0 or -1 with err set.
+int rtws_config_check (rtws_config_t *self, char *err, size_t errlen);
+
+//  True when origin (already normalised) is allowed by ALLOWED_ORIGINS.
+bool rtws_config_origin_allowed (const rtws_config_t *self, const char *origin);
+
+#endif

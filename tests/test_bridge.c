@@ -1,0 +1,14 @@
+/*  test_bridge.c - runs the bridge actor's self test (actors/bridge.c); any argument
+    makes it verbose.
+*/
+#include <stdbool.h>
+
+#include "bridge.h"
+
+int
+main (int argc, char *argv [])
+{
+    (void) argv;
+    bool verbose = argc > 1;
+    return bridge_test (verbose) == 0 ? 0 : 1;
+}
