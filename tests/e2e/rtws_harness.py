@@ -141,8 +141,8 @@ atexit.register(_at_exit)
 def _on_fatal_signal(signum, frame):
     name = signal.Signals(signum).name
     if signum == signal.SIGALRM:
-        print(f"FAIL: watchdog fired: this test file ran past its time limit "
-              f"(a wait without a deadline, or a hung server)", flush=True)
+        print("FAIL: watchdog fired: this test file ran past its time limit "
+              "(a wait without a deadline, or a hung server)", flush=True)
     else:
         print(f"FAIL: interrupted by {name}", flush=True)
     for srv in _servers:

@@ -2,7 +2,6 @@
 behaviour under test here, so these cases wait on the clock on purpose."""
 
 import asyncio
-import json
 import time
 
 from rtws_harness import *

@@ -181,7 +181,7 @@ def _pop_frame(buf):
 
 def _ten_mb_frame(port, token, timeout=10.0):
     """Blocking (runs in a thread): claims a 10 MB text frame and streams
-    zeros while a reader thread waits for the close frame. Plain sockets keep
+    spaces while a reader thread waits for the close frame. Plain sockets keep
     a close frame that arrived before a reset readable."""
     res = {"code": None, "sent": 0, "sent_at_close": None, "error": None}
     s = socket.create_connection(("127.0.0.1", port), timeout=3)
@@ -230,9 +230,12 @@ def _ten_mb_frame(port, token, timeout=10.0):
 
         t = threading.Thread(target=reader, daemon=True)
         t.start()
-        chunk = bytes(65536)
+        # Spaces once unmasked: valid UTF-8, so only the size can be refused.
+        # 65536 is a multiple of 4, so every chunk starts on the mask's phase.
+        key = b"\x37\xfa\x21\x3d"
+        chunk = ws_mask(b" " * 65536, key)
         try:
-            s.sendall(ws_frame(0x1, b"", declared_len=TEN_MB))
+            s.sendall(ws_frame(0x1, b"", declared_len=TEN_MB, key=key))
             while res["sent"] < TEN_MB and not done.is_set() and time.monotonic() < deadline:
                 res["sent"] += s.send(chunk[:min(len(chunk), TEN_MB - res["sent"])])
         except OSError:
@@ -339,6 +342,10 @@ async def test_server_survives_hostile_clients():
         for st in stalled:
             st.close(abort=True)
         want = list(calm.sent)
+        print(f"    info: attack lasted {attack_time:.1f} s; calm pair sent {len(want)} "
+              f"messages; worst latency a "
+              f"{max((l for _, l in calm.got['a']), default=0) * 1000:.0f} ms, b "
+              f"{max((l for _, l in calm.got['b']), default=0) * 1000:.0f} ms", flush=True)
         for who in "ab":
             ids = [i for i, _ in calm.got[who]]
             check_eq(ids, want, f"calm client {who} receives every calm message exactly "
