@@ -10,8 +10,9 @@
     | out       | `OK seq user exp`   | `s8s8`  | valid; user per PROTOCOL.md section 2 rule 4; exp Unix seconds, 0 = no `exp` |
     | out       | `FAIL seq reason 0` | `s8s8`  | invalid; reason is a short log text (`expired`, `bad signature`, ...) |
 
-    Pipe (from the owner): `$TERM`; `READY` -> "i" 1 once set up (rtwsd asks
-    it at start-up; no answer means the key was refused). No pointers
+    Pipe (from the owner): `$TERM`; `READY` -> "i" 1 when set up, 0 when the
+    configuration was refused (the reason is logged; the actor then serves
+    nothing and waits for $TERM). rtwsd asks once at start-up. No pointers
     cross this actor.
 
     This is the only file of rtwsd that includes jwt.h. libjwt 1.10.2 checks
@@ -569,7 +570,24 @@ void
 auth_actor (zsock_t *pipe, void *args)
 {
     auth_t *self = s_auth_new (pipe, (const rtws_config_t *) args);
-    if (self) {
+    if (!self) {
+        //  Set-up failed (the reason is logged). Stay alive until $TERM and
+        //  answer READY with 0, so the owner learns it and destroys us
+        //  without racing czmq's exit signal.
+        zsock_signal (pipe, 0);
+        while (true) {
+            char *command = zstr_recv (pipe);
+            if (!command)
+                break;
+            bool term = streq (command, "$TERM");
+            if (streq (command, "READY"))
+                zsock_send (pipe, "i", 0);
+            zstr_free (&command);
+            if (term)
+                break;
+        }
+    }
+    else {
         zsock_signal (pipe, 0);
         log_debug ("auth", "ready: %s at %s", self->config->jwt_alg, RTWS_EP_AUTH);
         while (true) {
@@ -1210,7 +1228,8 @@ s_test_ask (zsock_t *dealer, const char *name, uint64_t seq, const char *token,
 }
 
 //  Runs auth_actor on this thread with a configuration it must refuse: it
-//  must neither signal ready nor keep RTWS_EP_AUTH. Returns failures.
+//  must answer READY with 0 (not 1) and never bind RTWS_EP_AUTH. Returns
+//  failures.
 
 static int
 s_test_refused (const char *name, rtws_config_t *config, bool verbose)
@@ -1218,17 +1237,23 @@ s_test_refused (const char *name, rtws_config_t *config, bool verbose)
     zsock_t *backend = NULL;
     zsock_t *frontend = zsys_create_pipe (&backend);
     assert (frontend);
-    //  Should the actor start after all, this ends it instead of hanging
+    //  Queued before the actor runs on this thread: READY, then $TERM so
+    //  it returns whatever it decided.
+    zstr_send (frontend, "READY");
     zstr_send (frontend, "$TERM");
     auth_actor (backend, config);
     zsock_set_rcvtimeo (frontend, 0);
-    zmsg_t *signal = zmsg_recv (frontend);
+    int started = zsock_wait (frontend);
+    int ready = -1;
+    if (zsock_recv (frontend, "i", &ready) != 0)
+        ready = -1;
     zsock_t *probe = zsock_new (ZMQ_ROUTER);
     assert (probe);
     int bound = zsock_bind (probe, "%s", RTWS_EP_AUTH);
     int failures = 0;
-    if (signal || bound == -1) {
-        fprintf (stderr, "auth_test: %s: the actor started\n", name);
+    if (started != 0 || ready != 0 || bound == -1) {
+        fprintf (stderr, "auth_test: %s: signal %d, READY %d, endpoint %s\n", name,
+                 started, ready, bound == -1 ? "bound" : "free");
         failures++;
     }
     else
@@ -1237,7 +1262,6 @@ s_test_refused (const char *name, rtws_config_t *config, bool verbose)
     if (bound != -1)
         zsock_unbind (probe, "%s", RTWS_EP_AUTH);
     zsock_destroy (&probe);
-    zmsg_destroy (&signal);
     zsock_destroy (&frontend);
     zsock_destroy (&backend);
     rtws_config_destroy (&config);

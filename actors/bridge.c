@@ -65,7 +65,8 @@
 #include "log.h"
 #include "rtws.h"
 
-//  Inbox depth; the router waits (a bounded time) when it is full.
+//  Inbox depth; when it is full the router waits (a bounded time) and
+//  presence sheds.
 #define BRIDGE_INBOX_HWM        100000
 //  MESSAGEs the router may fall behind before the bridge sheds them.
 #define BRIDGE_ROUTER_HWM       100000
@@ -632,7 +633,8 @@ s_check (test_t *t, bool ok, const char *behaviour)
 
 //  Receives the next message on router and checks it is MESSAGE room payload.
 static void
-s_expect (test_t *t, zsock_t *router, const char *behaviour, const char *room, const char *payload)
+s_expect (test_t *t, zsock_t *router, const char *behaviour,
+          const char *room, const char *payload)
 {
     char *verb = NULL, *got_room = NULL, *got_payload = NULL;
     zmsg_t *msg = zmsg_recv (router);
@@ -776,7 +778,8 @@ bridge_test (bool verbose)
     zsock_send (to_bridge, "ss", "UNSUBSCRIBE", "a");
     zsock_send (to_bridge, "sss", "PUBLISH", "a", "{\"after\":1}");
     s_sync (t, to_bridge, router, "PUBLISH after UNSUBSCRIBE is dropped");
-    s_check (t, s_ask (bridge, "SUBSCRIBED", "a", NULL) == 0, "SUBSCRIBED a is 0 after UNSUBSCRIBE");
+    s_check (t, s_ask (bridge, "SUBSCRIBED", "a", NULL) == 0,
+             "SUBSCRIBED a is 0 after UNSUBSCRIBE");
     zsock_send (to_bridge, "ss", "SUBSCRIBE", "a");
     zsock_send (to_bridge, "sss", "PUBLISH", "a", "{\"again\":1}");
     s_expect (t, router, "SUBSCRIBE again resumes the loop-back", "a", "{\"again\":1}");
@@ -790,8 +793,10 @@ bridge_test (bool verbose)
     zsock_send (to_bridge, "sss", "PRESENCE_UP", "u", long_room);
     zsock_send (to_bridge, "sss", "PRESENCE_UP", "u", "x\x1fy");
     s_sync (t, to_bridge, router, "bad room names are dropped");
-    s_check (t, s_ask (bridge, "SUBSCRIBED", long_room, NULL) == 0, "a too-long room is not subscribed");
-    s_check (t, s_ask (bridge, "PRESENT", "u", "x\x1fy") == 0, "a room with the separator gets no key");
+    s_check (t, s_ask (bridge, "SUBSCRIBED", long_room, NULL) == 0,
+             "a too-long room is not subscribed");
+    s_check (t, s_ask (bridge, "PRESENT", "u", "x\x1fy") == 0,
+             "a room with the separator gets no key");
 
     //  Presence.
     s_check (t, s_ask (bridge, "PRESENT", "alice", "r1") == 0, "nobody is present at start");
@@ -852,7 +857,8 @@ bridge_test (bool verbose)
     bridge = s_start (t, config, router, &to_bridge);
     zsock_send (to_bridge, "ss", "SUBSCRIBE", "a");
     zsock_send (to_bridge, "sss", "PUBLISH", "a", "{\"redis\":false}");
-    s_expect (t, router, "with REDIS_URL set the memory engine loops back", "a", "{\"redis\":false}");
+    s_expect (t, router, "with REDIS_URL set the memory engine loops back",
+              "a", "{\"redis\":false}");
     s_stop (&bridge, &to_bridge);
 
     zsock_set_rcvtimeo (router, 0);

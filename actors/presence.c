@@ -293,7 +293,7 @@ s_malformed (const char *command)
 }
 
 //  Pops "verb conn" as zsock_send "s8" encodes it ("8" travels as a decimal
-//  string) and looks the conn up. Returns -1 when malformed.
+//  string). Returns -1 when the conn frame is missing or not a number.
 static int
 s_pop_conn (zmsg_t *msg, rtws_conn_id_t *conn)
 {
@@ -716,7 +716,8 @@ presence_test (bool verbose)
     zsock_send (gateway, "s8ss", "CONNECT", (uint64_t) 1, "dave", "r9");
     s_expect (t, bridge, "restarted actor binds its endpoint again", "PRESENCE_UP", "dave", "r9");
     int64_t start = zclock_mono ();
-    s_expect (t, bridge, "periodic KEEP arrives with PRESENCE_TTL=1", "PRESENCE_KEEP", "dave", "r9");
+    s_expect (t, bridge, "periodic KEEP arrives with PRESENCE_TTL=1",
+              "PRESENCE_KEEP", "dave", "r9");
     int64_t first = zclock_mono ();
     s_expect (t, bridge, "periodic KEEP repeats", "PRESENCE_KEEP", "dave", "r9");
     int64_t second = zclock_mono ();

@@ -804,7 +804,8 @@ router_test (bool verbose)
     s_expect (t, bridge, "JOIN after the room emptied subscribes it again", "SUBSCRIBE", "A", NULL);
     rtws_conn_id_t a_new [] = { 7 };
     zsock_send (to_router, "sss", "MESSAGE", "A", "{\"fresh\":1}");
-    s_expect_deliver (t, gateway, "MESSAGEs to emptied rooms are dropped; the new member gets the next",
+    s_expect_deliver (t, gateway,
+                      "MESSAGEs to emptied rooms are dropped; the new member gets the next",
                       "{\"fresh\":1}", a_new, 1);
 
     //  PUBLISH is forwarded to the bridge in arrival order.

@@ -122,29 +122,25 @@ main (int argc, char *argv [])
     if (config->allowed_origins_count == 0)
         log_warn (MAIN, "ALLOWED_ORIGINS is empty: any Origin is accepted");
 
-    //  Bottom-up, so each actor's siblings are there when clients arrive.
-    zactor_t *bridge = zactor_new (bridge_actor, config);
-    zactor_t *presence = zactor_new (presence_actor, config);
-    zactor_t *router = zactor_new (router_actor, config);
+    //  auth first: it is the one actor whose set-up depends on outside
+    //  input (the key), and it answers READY 1 only when it accepted it.
+    //  Its own log line says what was wrong; nothing else has run yet.
     zactor_t *auth = zactor_new (auth_actor, config);
-    //  auth is the one actor whose set-up depends on outside input (the
-    //  key); it answers READY only when it accepted it.
+    assert (auth);
     int ready = 0;
-    zsock_set_sndtimeo (auth, 0);
-    zsock_set_rcvtimeo (auth, 2000);
-    if (zstr_send (auth, "READY") != 0 || zsock_recv (auth, "i", &ready) != 0 || ready != 1) {
-        fprintf (stderr, "rtwsd: invalid JWT configuration: the auth actor refused "
-                         "JWT_ALG=%s with its key (see the log above)\n", config->jwt_alg);
+    zsock_send (auth, "s", "READY");
+    zsock_recv (auth, "i", &ready);
+    if (ready != 1) {
         zactor_destroy (&auth);
-        zactor_destroy (&router);
-        zactor_destroy (&presence);
-        zactor_destroy (&bridge);
         rtws_config_destroy (&config);
         return 2;
     }
-    zsock_set_rcvtimeo (auth, -1);
+    //  Then bottom-up, so each actor's siblings are there when clients arrive.
+    zactor_t *bridge = zactor_new (bridge_actor, config);
+    zactor_t *presence = zactor_new (presence_actor, config);
+    zactor_t *router = zactor_new (router_actor, config);
     zactor_t *gateway = zactor_new (gateway_actor, config);
-    assert (bridge && presence && router && auth && gateway);
+    assert (bridge && presence && router && gateway);
 
     int port = -1;
     zsock_send (gateway, "s", "PORT");

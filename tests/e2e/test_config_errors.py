@@ -3,6 +3,7 @@ clear line naming the variable and the value (docs/PROTOCOL.md section 1);
 risky defaults are warned about at start-up."""
 
 import asyncio
+import os
 
 from rtws_harness import *
 
@@ -31,6 +32,11 @@ BAD = [
     ({"ALLOWED_ORIGINS": "https://a.example.com/path"},
      ["ALLOWED_ORIGINS", "https://a.example.com/path"]),
     ({"REDIS_URL": "http://x"}, ["REDIS_URL", "http://x"]),
+    # Files that exist but hold no usable key: refused by the auth actor.
+    ({"JWT_ALG": "RS256", "JWT_PUBLIC_KEY_FILE": os.path.join(RTWS_FIXTURES, "not-a-key.pem")},
+     ["JWT_PUBLIC_KEY_FILE"]),
+    ({"JWT_ALG": "ES256", "JWT_PUBLIC_KEY_FILE": os.path.join(RTWS_FIXTURES, "rs256-public.pem")},
+     ["JWT_ALG", "ES256"]),
 ]
 
 
