@@ -8,7 +8,8 @@
     PULL bound at RTWS_EP_BRIDGE (router and presence connect PUSH to it)
       in  (router)   SUBSCRIBE room            "ss"   first local member joined room
       in  (router)   UNSUBSCRIBE room          "ss"   last local member left room
-      in  (router)   PUBLISH room payload      "sss"  publish payload to room on every node
+      in  (router)   PUBLISH room payload conn ref
+                                               "sss8s" publish payload to room on every node
       in  (presence) PRESENCE_UP user room     "sss"  first local connection of user in room
       in  (presence) PRESENCE_KEEP user room   "sss"  still here (refresh the TTL)
       in  (presence) PRESENCE_DOWN user room   "sss"  last local connection of user in room
@@ -467,7 +468,9 @@ s_bridge_subscription (bridge_t *self, zmsg_t *msg, bool subscribe)
 static void
 s_bridge_publish (bridge_t *self, zmsg_t *msg)
 {
-    if (zmsg_size (msg) != 3) {
+    //  PUBLISH room payload conn ref: conn and ref name the sender, for a
+    //  REFUSED answer when the engine cannot take the message.
+    if (zmsg_size (msg) != 5) {
         s_malformed ("PUBLISH");
         return;
     }
@@ -665,7 +668,7 @@ s_sync (test_t *t, zsock_t *to_bridge, zsock_t *router, const char *behaviour)
 {
     char payload [32];
     snprintf (payload, sizeof payload, "{\"sync\":%d}", t->syncs++);
-    zsock_send (to_bridge, "sss", "PUBLISH", "sync", payload);
+    zsock_send (to_bridge, "sss8s", "PUBLISH", "sync", payload, (uint64_t) 1, "ref");
     s_expect (t, router, behaviour, "sync", payload);
 }
 
@@ -742,20 +745,20 @@ bridge_test (bool verbose)
     zsock_send (to_bridge, "ss", "SUBSCRIBE", "a");
     const char *verbatim = "{\"type\":\"chat.delivery\",\"room\":\"a\",\"user\":\"u\","
                            "\"text\":\"h\xc3\xa9llo  \\\"w\\\"\",\"id\":\"x\",\"ts\":1.5}";
-    zsock_send (to_bridge, "sss", "PUBLISH", "a", verbatim);
+    zsock_send (to_bridge, "sss8s", "PUBLISH", "a", verbatim, (uint64_t) 1, "ref");
     s_expect (t, router, "PUBLISH to a subscribed room comes back as MESSAGE, verbatim",
               "a", verbatim);
     s_check (t, s_ask (bridge, "SUBSCRIBED", "a", NULL) == 1, "SUBSCRIBED a is 1");
     s_check (t, s_ask (bridge, "SUBSCRIBED", "b", NULL) == 0, "SUBSCRIBED b is 0");
-    zsock_send (to_bridge, "sss", "PUBLISH", "b", "{\"to\":\"b\"}");
+    zsock_send (to_bridge, "sss8s", "PUBLISH", "b", "{\"to\":\"b\"}", (uint64_t) 1, "ref");
     s_sync (t, to_bridge, router, "PUBLISH to an unsubscribed room is dropped");
 
     //  Order holds over 1000 PUBLISHes, with dropped ones in between.
     char payload [64];
     for (int i = 0; i < 1000; i++) {
         snprintf (payload, sizeof payload, "{\"seq\":%d}", i);
-        zsock_send (to_bridge, "sss", "PUBLISH", "a", payload);
-        zsock_send (to_bridge, "sss", "PUBLISH", "b", payload);
+        zsock_send (to_bridge, "sss8s", "PUBLISH", "a", payload, (uint64_t) 1, "ref");
+        zsock_send (to_bridge, "sss8s", "PUBLISH", "b", payload, (uint64_t) 1, "ref");
     }
     int in_order = 0;
     for (int i = 0; i < 1000; i++) {
@@ -776,12 +779,12 @@ bridge_test (bool verbose)
 
     //  UNSUBSCRIBE stops the loop-back.
     zsock_send (to_bridge, "ss", "UNSUBSCRIBE", "a");
-    zsock_send (to_bridge, "sss", "PUBLISH", "a", "{\"after\":1}");
+    zsock_send (to_bridge, "sss8s", "PUBLISH", "a", "{\"after\":1}", (uint64_t) 1, "ref");
     s_sync (t, to_bridge, router, "PUBLISH after UNSUBSCRIBE is dropped");
     s_check (t, s_ask (bridge, "SUBSCRIBED", "a", NULL) == 0,
              "SUBSCRIBED a is 0 after UNSUBSCRIBE");
     zsock_send (to_bridge, "ss", "SUBSCRIBE", "a");
-    zsock_send (to_bridge, "sss", "PUBLISH", "a", "{\"again\":1}");
+    zsock_send (to_bridge, "sss8s", "PUBLISH", "a", "{\"again\":1}", (uint64_t) 1, "ref");
     s_expect (t, router, "SUBSCRIBE again resumes the loop-back", "a", "{\"again\":1}");
 
     //  Bad names are dropped, not asserted.
@@ -789,7 +792,7 @@ bridge_test (bool verbose)
     memset (long_room, 'r', sizeof long_room - 1);
     long_room [sizeof long_room - 1] = 0;
     zsock_send (to_bridge, "ss", "SUBSCRIBE", long_room);
-    zsock_send (to_bridge, "sss", "PUBLISH", long_room, "{}");
+    zsock_send (to_bridge, "sss8s", "PUBLISH", long_room, "{}", (uint64_t) 1, "ref");
     zsock_send (to_bridge, "sss", "PRESENCE_UP", "u", long_room);
     zsock_send (to_bridge, "sss", "PRESENCE_UP", "u", "x\x1fy");
     s_sync (t, to_bridge, router, "bad room names are dropped");
@@ -856,7 +859,7 @@ bridge_test (bool verbose)
     config->redis_url = strdup ("redis://127.0.0.1:6379");
     bridge = s_start (t, config, router, &to_bridge);
     zsock_send (to_bridge, "ss", "SUBSCRIBE", "a");
-    zsock_send (to_bridge, "sss", "PUBLISH", "a", "{\"redis\":false}");
+    zsock_send (to_bridge, "sss8s", "PUBLISH", "a", "{\"redis\":false}", (uint64_t) 1, "ref");
     s_expect (t, router, "with REDIS_URL set the memory engine loops back",
               "a", "{\"redis\":false}");
     s_stop (&bridge, &to_bridge);

@@ -11,15 +11,20 @@
         $TERM                   close every client with 1001, then exit
         PORT            -> i    the bound listen port, -1 when listening failed
 
-    In, PULL bound at RTWS_EP_GATEWAY (from router):
+    In, PULL bound at RTWS_EP_GATEWAY (from router and bridge):
         DELIVER payload conns   ssb   write payload (a JSON text frame) to
                                       each conn; conns is an array of
                                       rtws_conn_id_t, unknown ids are skipped
+        REFUSED conn ref        s8s   the bridge could not take conn's PUBLISH
+                                      ref: answer system.error "unavailable"
 
     Out, PUSH to RTWS_EP_ROUTER:
         JOIN conn room          s8s   a connection was upgraded in room
         LEAVE conn room         s8s   that connection closed
-        PUBLISH room payload    sss   a chat.delivery frame for the room
+        PUBLISH room payload conn ref
+                                sss8s a chat.delivery frame for the room;
+                                      conn and ref (the message id) name the
+                                      sender for a REFUSED answer
     Out, PUSH to RTWS_EP_PRESENCE:
         CONNECT conn user room  s8ss
         DISCONNECT conn         s8
@@ -660,7 +665,8 @@ s_message (gateway_t *self, struct lws *wsi, s_session_t *session, const char *d
                 codec_new_id (id);
             char *payload = codec_chat_delivery (session->room, session->user, in.text,
                                                  in.id ? in.id : id, codec_now (), &olen);
-            if (payload && zsock_send (self->router, "sss", "PUBLISH", session->room, payload) == -1) {
+            if (payload && zsock_send (self->router, "sss8s", "PUBLISH", session->room, payload,
+                                       session->id, in.id ? in.id : id) == -1) {
                 log_error (GW, "conn %" PRIu64 ": router queue full, message refused", session->id);
                 s_session_send_text (self, wsi, session,
                                      codec_system_error ("unavailable", in.id ? in.id : id, NULL));
@@ -834,6 +840,24 @@ s_deliver (gateway_t *self, zmsg_t *msg)
     zframe_destroy (&ids);
 }
 
+//  The bridge could not take a PUBLISH (Redis outbox full): the sender
+//  learns it; nothing is dropped silently (docs/PROTOCOL.md section 5).
+static void
+s_refused (gateway_t *self, zmsg_t *msg)
+{
+    zframe_t *conn = zmsg_pop (msg);
+    char *ref = zmsg_popstr (msg);
+    assert (conn && zframe_size (conn) == sizeof (rtws_conn_id_t) && ref);
+    rtws_conn_id_t id;
+    memcpy (&id, zframe_data (conn), sizeof id);
+    struct lws *wsi = s_connmap_get (&self->conns, id);
+    if (wsi)
+        s_session_send_text (self, wsi, (s_session_t *) lws_wsi_user (wsi),
+                             codec_system_error ("unavailable", ref, NULL));
+    zframe_destroy (&conn);
+    zstr_free (&ref);
+}
+
 static void
 s_stop (gateway_t *self)
 {
@@ -864,10 +888,13 @@ s_drain (gateway_t *self)
         if (command && streq (command, "DELIVER"))
             s_deliver (self, msg);
         else
+        if (command && streq (command, "REFUSED"))
+            s_refused (self, msg);
+        else
         if (command && streq (command, "$TERM"))
             s_stop (self);
         else {
-            log_error (GW, "unknown message from router: %s", command ? command : "(null)");
+            log_error (GW, "unknown message on the gateway socket: %s", command ? command : "(null)");
             assert (false);
         }
         zstr_free (&command);

@@ -6,14 +6,19 @@
     PULL bound at RTWS_EP_ROUTER (gateway and bridge connect PUSH to it)
       in  (gateway)  JOIN conn room            "s8s"  conn is now a member of room
       in  (gateway)  LEAVE conn room           "s8s"  conn left room (closed)
-      in  (gateway)  PUBLISH room payload      "sss"  publish a server frame to the room
-                                                      on every node
+      in  (gateway)  PUBLISH room payload conn ref
+                                               "sss8s" publish a server frame to the room
+                                                      on every node; conn and ref (the
+                                                      message id) name the sender, to
+                                                      whom the bridge answers REFUSED
+                                                      when it cannot take the message
       in  (bridge)   MESSAGE room payload      "sss"  a frame published to room (by any
                                                       node or backend)
     PUSH connected to RTWS_EP_BRIDGE
       out (bridge)   SUBSCRIBE room            "ss"   first local member joined room
       out (bridge)   UNSUBSCRIBE room          "ss"   last local member left room
-      out (bridge)   PUBLISH room payload      "sss"  forwarded from the gateway, in
+      out (bridge)   PUBLISH room payload conn ref
+                                               "sss8s" forwarded from the gateway, in
                                                       arrival order
     PUSH connected to RTWS_EP_GATEWAY
       out (gateway)  DELIVER payload conns     "ssb"  write payload to each conn; conns is
@@ -452,7 +457,7 @@ static void
 s_router_publish (router_t *self, zmsg_t **msg_p)
 {
     zmsg_t *msg = *msg_p;
-    if (zmsg_size (msg) != 3) {
+    if (zmsg_size (msg) != 5) {
         s_malformed ("PUBLISH");
         return;
     }
@@ -711,8 +716,20 @@ s_members (zactor_t *router, const char *room)
 static void
 s_probe (test_t *t, zsock_t *to_router, zsock_t *bridge, const char *behaviour)
 {
-    zsock_send (to_router, "sss", "PUBLISH", "probe", "{\"probe\":true}");
-    s_expect (t, bridge, behaviour, "PUBLISH", "probe", "{\"probe\":true}", NULL);
+    zsock_send (to_router, "sss8s", "PUBLISH", "probe", "{\"probe\":true}", (uint64_t) 7, "ref");
+    char *verb = NULL, *room = NULL, *payload = NULL, *ref = NULL;
+    uint64_t conn = 0;
+    bool ok = zsock_recv (bridge, "sss8s", &verb, &room, &payload, &conn, &ref) == 0
+           && streq (verb, "PUBLISH") && streq (room, "probe")
+           && streq (payload, "{\"probe\":true}") && conn == 7 && streq (ref, "ref");
+    if (!ok)
+        fprintf (stderr, "router_test: got %s %s %s %" PRIu64 " %s instead of the probe\n",
+                 verb, room, payload, conn, ref);
+    s_check (t, ok, behaviour);
+    free (verb);
+    free (room);
+    free (payload);
+    free (ref);
 }
 
 int
@@ -812,7 +829,7 @@ router_test (bool verbose)
     char payload [64];
     for (int i = 0; i < 1000; i++) {
         snprintf (payload, sizeof payload, "{\"seq\":%d}", i);
-        zsock_send (to_router, "sss", "PUBLISH", "A", payload);
+        zsock_send (to_router, "sss8s", "PUBLISH", "A", payload, (uint64_t) 1, "ref");
     }
     int in_order = 0;
     for (int i = 0; i < 1000; i++) {
@@ -836,7 +853,7 @@ router_test (bool verbose)
     long_room [sizeof long_room - 1] = 0;
     zsock_send (to_router, "s8s", "JOIN", (uint64_t) 8, long_room);
     zsock_send (to_router, "s8s", "JOIN", (uint64_t) 8, "");
-    zsock_send (to_router, "sss", "PUBLISH", long_room, "{}");
+    zsock_send (to_router, "sss8s", "PUBLISH", long_room, "{}", (uint64_t) 1, "ref");
     zsock_send (to_router, "sss", "MESSAGE", long_room, "{}");
     s_probe (t, to_router, bridge, "room names over RTWS_ROOM_MAX or empty are dropped");
     s_check (t, s_members (router, long_room) == 0, "a too-long room gets no member");
