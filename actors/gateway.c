@@ -94,6 +94,7 @@ typedef struct {
     s_queue_t out;              //  frames waiting for WRITEABLE
     char *rx;                   //  a message being assembled from fragments
     size_t rx_len;              //  bytes in rx
+    size_t rx_cap;              //  bytes allocated for rx
     int64_t last_rx;            //  monotonic us of the last data frame
     int64_t next_ping;          //  monotonic us of the next system.ping
     int64_t last_touch;         //  monotonic us of the last TOUCH sent
@@ -647,6 +648,7 @@ s_closed (gateway_t *self, struct lws *wsi, s_session_t *session)
     free (session->rx);
     session->rx = NULL;
     session->rx_len = 0;
+    session->rx_cap = 0;
     if (self->stopping && self->conns.count == 0)
         self->done = true;
 }
@@ -745,11 +747,15 @@ s_receive (gateway_t *self, struct lws *wsi, s_session_t *session, const char *i
         s_message (self, wsi, session, in, len);
         return 0;
     }
-    if (!session->rx) {
-        //  Sized for the whole message: lws knows the frame's length.
-        session->rx = malloc (self->config->max_message_size);
-        if (!session->rx)
+    //  Grown to what this frame announces (lws knows its length), never
+    //  past MAX_MESSAGE_SIZE: checked above.
+    size_t need = session->rx_len + len + remaining;
+    if (need > session->rx_cap) {
+        char *rx = realloc (session->rx, need);
+        if (!rx)
             return -1;
+        session->rx = rx;
+        session->rx_cap = need;
     }
     memcpy (session->rx + session->rx_len, in, len);
     session->rx_len += len;
@@ -758,6 +764,7 @@ s_receive (gateway_t *self, struct lws *wsi, s_session_t *session, const char *i
         free (session->rx);
         session->rx = NULL;
         session->rx_len = 0;
+        session->rx_cap = 0;
     }
     return 0;
 }
@@ -1188,8 +1195,6 @@ s_test_handshake (int port, const char *path)
         if (strncmp (reply, "HTTP/1.1 ", 9) == 0)
             status = atoi (reply + 9);
     }
-    //  Keep an upgraded socket open for the caller's next steps? No: this
-    //  helper only reads the status.
     close (fd);
     return status;
 }
@@ -1238,8 +1243,8 @@ gateway_test (bool verbose)
     }
 
     //  A token: the gateway asks auth; the test answers OK, so the upgrade
-    //  proceeds and the router sees JOIN. Run the handshake on a thread of
-    //  its own? Not needed: the request is written first, then we play auth.
+    //  proceeds and the router sees JOIN. The request is written before the
+    //  test plays auth, so one thread is enough.
     int fd = s_test_connect (port);
     const char *request =
         "GET /ws/lobby?token=abc HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
