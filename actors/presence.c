@@ -60,6 +60,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "inproc.h"
 #include "log.h"
 #include "rtws.h"
 
@@ -98,45 +99,6 @@ typedef struct {
 } presence_t;
 
 
-//  --------------------------------------------------------------------------
-//  zhashx keyed by connection id. Keys are heap copies of the uint64_t so the
-//  map works wherever a pointer is narrower than 64 bits.
-
-static size_t
-s_conn_hash (const void *key)
-{
-    //  Ids are handed out in sequence; mix the bits so they spread evenly.
-    uint64_t x = *(const uint64_t *) key;
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ULL;
-    x ^= x >> 33;
-    return (size_t) x;
-}
-
-static int
-s_conn_compare (const void *key1, const void *key2)
-{
-    uint64_t a = *(const uint64_t *) key1;
-    uint64_t b = *(const uint64_t *) key2;
-    return a < b ? -1 : a > b ? 1 : 0;
-}
-
-static void *
-s_conn_dup (const void *key)
-{
-    uint64_t *copy = (uint64_t *) zmalloc (sizeof (uint64_t));
-    *copy = *(const uint64_t *) key;
-    return copy;
-}
-
-static void
-s_conn_free (void **key_p)
-{
-    free (*key_p);
-    *key_p = NULL;
-}
 
 
 //  --------------------------------------------------------------------------
@@ -207,41 +169,20 @@ s_presence_new (zsock_t *pipe, const rtws_config_t *config)
     self->config = config;
     self->pipe = pipe;
     self->pairs = zhashx_new ();
-    self->conns = zhashx_new ();
+    self->conns = inproc_conn_map_new ();
     if (!self->pairs || !self->conns) {
         log_error ("presence", "cannot create the presence tables");
         s_presence_destroy (&self);
         return NULL;
     }
     zhashx_set_destructor (self->pairs, s_pair_free);
-    zhashx_set_key_hasher (self->conns, s_conn_hash);
-    zhashx_set_key_comparator (self->conns, s_conn_compare);
-    zhashx_set_key_duplicator (self->conns, s_conn_dup);
-    zhashx_set_key_destructor (self->conns, s_conn_free);
 
-    self->inbox = zsock_new (ZMQ_PULL);
-    if (self->inbox) {
-        zsock_set_rcvhwm (self->inbox, PRESENCE_INBOX_HWM);
-        zsock_set_linger (self->inbox, 0);
-        if (zsock_bind (self->inbox, "%s", RTWS_EP_PRESENCE) == -1) {
-            log_error ("presence", "cannot bind %s: %s", RTWS_EP_PRESENCE, zmq_strerror (errno));
-            zsock_destroy (&self->inbox);
-        }
-    }
+    self->inbox = inproc_pull_new (RTWS_EP_PRESENCE, PRESENCE_INBOX_HWM, "presence");
     if (!self->inbox) {
         s_presence_destroy (&self);
         return NULL;
     }
-    self->bridge = zsock_new (ZMQ_PUSH);
-    if (self->bridge) {
-        zsock_set_sndhwm (self->bridge, PRESENCE_BRIDGE_HWM);
-        zsock_set_sndtimeo (self->bridge, 0);
-        zsock_set_linger (self->bridge, 0);
-        if (zsock_connect (self->bridge, "%s", RTWS_EP_BRIDGE) == -1) {
-            log_error ("presence", "cannot connect %s: %s", RTWS_EP_BRIDGE, zmq_strerror (errno));
-            zsock_destroy (&self->bridge);
-        }
-    }
+    self->bridge = inproc_push_new (RTWS_EP_BRIDGE, PRESENCE_BRIDGE_HWM, 0, "presence");
     self->poller = self->bridge ? zpoller_new (self->pipe, self->inbox, NULL) : NULL;
     if (!self->poller) {
         s_presence_destroy (&self);

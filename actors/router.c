@@ -73,6 +73,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "inproc.h"
 #include "log.h"
 #include "rtws.h"
 
@@ -111,58 +112,6 @@ typedef struct {
 } router_t;
 
 
-//  --------------------------------------------------------------------------
-//  zhashx keyed by connection id. Keys are heap copies of the uint64_t so the
-//  map works wherever a pointer is narrower than 64 bits.
-
-static size_t
-s_conn_hash (const void *key)
-{
-    //  Ids are handed out in sequence; mix the bits so they spread evenly.
-    uint64_t x = *(const uint64_t *) key;
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ULL;
-    x ^= x >> 33;
-    return (size_t) x;
-}
-
-static int
-s_conn_compare (const void *key1, const void *key2)
-{
-    uint64_t a = *(const uint64_t *) key1;
-    uint64_t b = *(const uint64_t *) key2;
-    return a < b ? -1 : a > b ? 1 : 0;
-}
-
-static void *
-s_conn_dup (const void *key)
-{
-    uint64_t *copy = (uint64_t *) zmalloc (sizeof (uint64_t));
-    *copy = *(const uint64_t *) key;
-    return copy;
-}
-
-static void
-s_conn_free (void **key_p)
-{
-    free (*key_p);
-    *key_p = NULL;
-}
-
-static zhashx_t *
-s_conn_map_new (void)
-{
-    zhashx_t *map = zhashx_new ();
-    if (map) {
-        zhashx_set_key_hasher (map, s_conn_hash);
-        zhashx_set_key_comparator (map, s_conn_compare);
-        zhashx_set_key_duplicator (map, s_conn_dup);
-        zhashx_set_key_destructor (map, s_conn_free);
-    }
-    return map;
-}
 
 
 //  --------------------------------------------------------------------------
@@ -193,7 +142,7 @@ s_room_new (void)
     room_t *self = (room_t *) zmalloc (sizeof (room_t));
     self->conns = (rtws_conn_id_t *) malloc (ROUTER_ROOM_MIN_CAPACITY * sizeof (rtws_conn_id_t));
     self->capacity = ROUTER_ROOM_MIN_CAPACITY;
-    self->slots = s_conn_map_new ();
+    self->slots = inproc_conn_map_new ();
     if (!self->conns || !self->slots)
         s_room_destroy (&self);
     return self;
@@ -262,20 +211,6 @@ s_room_remove (room_t *self, rtws_conn_id_t conn)
 static void
     s_router_destroy (router_t **self_p);
 
-static zsock_t *
-s_push_new (const char *endpoint, int hwm, int sndtimeo)
-{
-    zsock_t *sock = zsock_new (ZMQ_PUSH);
-    if (!sock)
-        return NULL;
-    zsock_set_sndhwm (sock, hwm);
-    zsock_set_sndtimeo (sock, sndtimeo);
-    zsock_set_linger (sock, 0);
-    if (zsock_connect (sock, "%s", endpoint) == -1)
-        zsock_destroy (&sock);
-    return sock;
-}
-
 static router_t *
 s_router_new (zsock_t *pipe, const rtws_config_t *config)
 {
@@ -290,21 +225,13 @@ s_router_new (zsock_t *pipe, const rtws_config_t *config)
     }
     zhashx_set_destructor (self->rooms, s_room_free);
 
-    self->inbox = zsock_new (ZMQ_PULL);
-    if (self->inbox) {
-        zsock_set_rcvhwm (self->inbox, ROUTER_INBOX_HWM);
-        zsock_set_linger (self->inbox, 0);
-        if (zsock_bind (self->inbox, "%s", RTWS_EP_ROUTER) == -1) {
-            log_error ("router", "cannot bind %s: %s", RTWS_EP_ROUTER, zmq_strerror (errno));
-            zsock_destroy (&self->inbox);
-        }
-    }
+    self->inbox = inproc_pull_new (RTWS_EP_ROUTER, ROUTER_INBOX_HWM, "router");
     if (!self->inbox) {
         s_router_destroy (&self);
         return NULL;
     }
-    self->bridge = s_push_new (RTWS_EP_BRIDGE, ROUTER_BRIDGE_HWM, ROUTER_BRIDGE_SNDTIMEO);
-    self->gateway = s_push_new (RTWS_EP_GATEWAY, ROUTER_GATEWAY_HWM, 0);
+    self->bridge = inproc_push_new (RTWS_EP_BRIDGE, ROUTER_BRIDGE_HWM, ROUTER_BRIDGE_SNDTIMEO, "router");
+    self->gateway = inproc_push_new (RTWS_EP_GATEWAY, ROUTER_GATEWAY_HWM, 0, "router");
     if (!self->bridge || !self->gateway) {
         log_error ("router", "cannot connect to %s and %s: %s",
                    RTWS_EP_BRIDGE, RTWS_EP_GATEWAY, zmq_strerror (errno));
@@ -663,9 +590,11 @@ s_expect (test_t *t, zsock_t *sock, const char *behaviour, ...)
 }
 
 static int
-s_id_compare (const void *a, const void *b)
+s_id_compare (const void *key1, const void *key2)
 {
-    return s_conn_compare (a, b);
+    uint64_t a = *(const uint64_t *) key1;
+    uint64_t b = *(const uint64_t *) key2;
+    return a < b ? -1 : a > b ? 1 : 0;
 }
 
 //  Receives the next DELIVER and checks its payload and that its conns are

@@ -1,0 +1,23 @@
+/*  inproc.h - what every actor builds its plumbing from.
+
+    Sockets between actors and maps keyed by connection id: the same few
+    lines each actor would otherwise write again. Nothing here holds state.
+*/
+#ifndef RTWS_INPROC_H_INCLUDED
+#define RTWS_INPROC_H_INCLUDED
+
+#include <czmq.h>
+
+//  A PULL bound at endpoint with the given receive high-water mark and
+//  linger 0. Returns NULL (and logs why, as component) when the bind fails.
+zsock_t *inproc_pull_new (const char *endpoint, int hwm, const char *component);
+
+//  A PUSH connected to endpoint: sndhwm hwm, sndtimeo msecs (0 = never
+//  block, -1 = block), linger 0. Returns NULL (logged) on failure.
+zsock_t *inproc_push_new (const char *endpoint, int hwm, int sndtimeo, const char *component);
+
+//  A zhashx keyed by rtws_conn_id_t: keys are heap copies made by the map,
+//  so callers pass &id. Values are not owned unless a destructor is set.
+zhashx_t *inproc_conn_map_new (void);
+
+#endif
