@@ -23,6 +23,7 @@
 #include "config.h"
 #include "gateway.h"
 #include "log.h"
+#include "notify.h"
 #include "presence.h"
 #include "router.h"
 #include "rtws.h"
@@ -154,9 +155,11 @@ main (int argc, char *argv [])
         log_info (MAIN, "rtwsd %s listening on ws://%s:%d/ws/{room} (engine: %s)",
                   PACKAGE_VERSION, config->host, port,
                   config->redis_url ? "redis" : "memory");
+        notify_send ("READY=1\nSTATUS=serving");
         int sig = 0;
         sigwait (&set, &sig);
         log_info (MAIN, "signal %d: shutting down", sig);
+        notify_send ("STOPPING=1\nSTATUS=closing connections");
         pthread_t watchdog;
         if (pthread_create (&watchdog, NULL, s_second_signal, &set) == 0)
             pthread_detach (watchdog);
