@@ -1,7 +1,5 @@
 /*  bridge.c - the bridge actor: the node's one door to the shared world of
-    rooms and presence. It is the only code that will ever talk to Redis;
-    today it runs the memory engine (one node, no Redis) behind exactly the
-    messages the Redis engine will use.
+    rooms and presence, and the only code that talks to Redis.
 
     Message vocabulary (docs/ARCHITECTURE.md; pictures are zsock_send pictures):
 
@@ -9,7 +7,9 @@
       in  (router)   SUBSCRIBE room            "ss"   first local member joined room
       in  (router)   UNSUBSCRIBE room          "ss"   last local member left room
       in  (router)   PUBLISH room payload conn ref
-                                               "sss8s" publish payload to room on every node
+                                               "sss8s" publish payload to room on every node;
+                                                      conn and ref (the message id) name
+                                                      the sender, for REFUSED
       in  (presence) PRESENCE_UP user room     "sss"  first local connection of user in room
       in  (presence) PRESENCE_KEEP user room   "sss"  still here (refresh the TTL)
       in  (presence) PRESENCE_DOWN user room   "sss"  last local connection of user in room
@@ -17,25 +17,45 @@
     PUSH connected to RTWS_EP_ROUTER
       out (router)   MESSAGE room payload      "sss"  only for subscribed rooms, in publish
                                                       order, payload verbatim
+    PUSH connected to RTWS_EP_GATEWAY
+      out (gateway)  REFUSED conn ref          "s8s"  the engine cannot take conn's PUBLISH
+                                                      ref (Redis outbox full)
     pipe (owner: rtwsd.c or a test)
       in             $TERM                     "s"    stop and free everything
       in             PRESENT user room         "sss"  reply "i": 1 when present, else 0
       in             SUBSCRIBED room           "ss"   reply "i": 1 when subscribed, else 0
+      in             STATUS                    "s"    reply "sii8": engine name ("memory" or
+                                                      "redis"); connected (memory 1; redis 1
+                                                      only when both Redis connections are up
+                                                      and AUTH/SELECT succeeded); outbox
+                                                      depth; non-JSON payloads dropped so far
 
     No message carries a pointer ('p'), so nothing changes owner between threads.
+    PRESENT and SUBSCRIBED answer from the engine's own view and never wait
+    on Redis (the Redis engine: this node's presence and rooms).
 
-    Engines. Every message above maps to one call of an engine_t; the bridge
-    itself only decodes, checks bounds and encodes. The memory engine (no
-    REDIS_URL) loops PUBLISH back as MESSAGE when the room is subscribed and
-    keeps presence as keys with an expiry, purged by a timer like Redis TTLs.
-    The Redis engine (next issue) implements the same calls with
-    room:{room} Pub/Sub and rt:presence:user:{user}:{room} SET EX / DEL.
+    Engines. Every message above maps to one call of a bridge_engine_t
+    (bridge_engine.h); the bridge itself only decodes, checks bounds and
+    encodes. The memory engine (no REDIS_URL, below) loops PUBLISH back as
+    MESSAGE when the room is subscribed and keeps presence as keys with an
+    expiry, purged by a timer like Redis TTLs. The Redis engine
+    (bridge_redis.c) implements the same calls with room:{room} Pub/Sub and
+    rt:presence:user:{user}:{room}; its header comment holds the Redis
+    layout, reconnects, the outbox and the hold.
 
-    Flow control: MESSAGE to the router never blocks (sndtimeo 0). The router
-    may block sending to us, and the two of us form a cycle; as long as this
-    end never blocks the cycle cannot deadlock. Past BRIDGE_ROUTER_HWM waiting
-    MESSAGEs the router is wedged and MESSAGEs are dropped, counted and logged
-    once per episode, as Redis itself does to a slow Pub/Sub subscriber.
+    The loop is one zmq_poll over the pipe, the inbox and whatever the engine
+    adds (the Redis engine: its two connections' raw fds), so no wait on
+    Redis can hold up the pipe or the siblings. Sibling messages are taken
+    in batches of up to BRIDGE_BATCH, then the engine writes what they
+    produced in one go (pipelining).
+
+    Flow control: MESSAGE to the router and REFUSED to the gateway never
+    block (sndtimeo 0). The router may block sending to us, and the two of
+    us form a cycle; as long as this end never blocks the cycle cannot
+    deadlock. Past BRIDGE_ROUTER_HWM waiting MESSAGEs the router is wedged
+    and MESSAGEs are dropped, counted and logged once per episode, as Redis
+    itself does to a slow Pub/Sub subscriber; REFUSEDs past
+    BRIDGE_GATEWAY_HWM likewise.
 
     Bounds: subscribed rooms are bounded by the router's rooms (one per room
     with a local member) and presence keys by the presence actor's pairs plus
@@ -44,10 +64,16 @@
     holding the key separator, and user ids over RTWS_USER_MAX bytes, are
     logged and dropped (the router and presence check them first).
 
+    Stopping: after $TERM an engine that can still deliver (the Redis
+    engine with its cmd link up) gets up to BRIDGE_DRAIN_MS to take what is
+    left in the inbox and have Redis answer what it sent, so the DOWNs of a
+    graceful shutdown reach Redis; then everything is freed.
+
     Set-up failure: only a second bridge in one process (the endpoint already
     bound) can make set-up fail, a bug in the owner. The actor logs why and
     returns without signalling; czmq's thread shim signals on our behalf when
-    the handler returns, so zactor_new does not hang.
+    the handler returns, so zactor_new does not hang. Redis being down is not
+    a set-up failure: the Redis engine keeps trying and STATUS says so.
 
     Runs on its own thread (zactor); every field of bridge_t and of the engine
     state belongs to it.
@@ -57,12 +83,27 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+//  The self test observes Redis with a plain synchronous client.
+#include <hiredis/hiredis.h>
+
+#include "bridge_engine.h"
 #include "config.h"
+#include "inproc.h"
 #include "log.h"
 #include "rtws.h"
 
@@ -71,6 +112,12 @@
 #define BRIDGE_INBOX_HWM        100000
 //  MESSAGEs the router may fall behind before the bridge sheds them.
 #define BRIDGE_ROUTER_HWM       100000
+//  REFUSEDs the gateway may fall behind before the bridge sheds them.
+#define BRIDGE_GATEWAY_HWM      10000
+//  Sibling messages handled between two polls.
+#define BRIDGE_BATCH            1000
+//  After $TERM, how long a busy engine may still work, ms.
+#define BRIDGE_DRAIN_MS         1000
 //  How often the memory engine purges expired presence keys, ms.
 #define BRIDGE_PURGE_INTERVAL   1000
 //  Separates user and room in a presence key; room names cannot contain it.
@@ -78,48 +125,25 @@
 //  Longest presence key: user, separator, room, NUL.
 #define BRIDGE_KEY_MAX          (RTWS_USER_MAX + 1 + RTWS_ROOM_MAX + 1)
 
-typedef struct _bridge_t bridge_t;
-
-//  What an engine does with each bridge message. Every call runs on the
-//  bridge thread. An engine hands a frame published to a subscribed room back
-//  with s_bridge_deliver (); it never sends on the bridge's sockets itself.
-typedef struct {
-    const char *name;                                       //  for logs
-    void *(*create) (bridge_t *bridge, const rtws_config_t *config);
-    void (*destroy) (void **self_p);
-    void (*subscribe) (void *self, const char *room);
-    void (*unsubscribe) (void *self, const char *room);
-    //  Takes the payload frame, published verbatim.
-    void (*publish) (void *self, const char *room, zframe_t **payload_p);
-    void (*presence_up) (void *self, const char *user, const char *room);
-    void (*presence_keep) (void *self, const char *user, const char *room);
-    void (*presence_down) (void *self, const char *user, const char *room);
-    //  Diagnostics for the pipe (tests).
-    bool (*present) (void *self, const char *user, const char *room);
-    bool (*subscribed) (void *self, const char *room);
-    //  zclock_mono () time at which timer () wants to run next.
-    int64_t (*next_timer) (void *self);
-    void (*timer) (void *self, int64_t now);
-} engine_t;
-
 struct _bridge_t {
     const rtws_config_t *config;    //  read-only, outlives the actor
     zsock_t *pipe;                  //  to our owner, not ours to destroy
     zsock_t *inbox;                 //  PULL bound at RTWS_EP_BRIDGE
     zsock_t *router;                //  PUSH connected to RTWS_EP_ROUTER
-    zpoller_t *poller;              //  pipe and inbox
-    const engine_t *engine;         //  the engine's calls
+    zsock_t *gateway;               //  PUSH connected to RTWS_EP_GATEWAY
+    const bridge_engine_t *engine;  //  the engine's calls
     void *state;                    //  the engine's own state, owned
     uint64_t dropped;               //  MESSAGEs shed in the current overload
+    uint64_t refusals_dropped;      //  REFUSEDs shed in the current overload
     bool terminated;                //  $TERM received
 };
 
 
 //  --------------------------------------------------------------------------
-//  MESSAGE to the router: the one way frames come back from an engine.
+//  What engines call back
 
-static void
-s_bridge_deliver (bridge_t *self, const char *room, zframe_t **payload_p)
+void
+bridge_deliver (bridge_t *self, const char *room, zframe_t **payload_p)
 {
     zmsg_t *msg = zmsg_new ();
     zmsg_addstr (msg, "MESSAGE");
@@ -137,6 +161,36 @@ s_bridge_deliver (bridge_t *self, const char *room, zframe_t **payload_p)
     if (self->dropped++ == 0)
         log_error ("bridge", "router inbox full (%d MESSAGEs behind): dropping MESSAGEs",
                    BRIDGE_ROUTER_HWM);
+}
+
+void
+bridge_refuse (bridge_t *self, uint64_t conn, const char *ref)
+{
+    if (zsock_send (self->gateway, "s8s", "REFUSED", conn, ref) == 0) {
+        if (self->refusals_dropped) {
+            log_warn ("bridge", "gateway inbox drains again; %" PRIu64 " REFUSEDs were dropped",
+                      self->refusals_dropped);
+            self->refusals_dropped = 0;
+        }
+        return;
+    }
+    if (self->refusals_dropped++ == 0)
+        log_error ("bridge", "gateway inbox full (%d REFUSEDs behind): dropping REFUSEDs",
+                   BRIDGE_GATEWAY_HWM);
+}
+
+bool
+bridge_room_valid (const char *room, size_t len)
+{
+    if (len < 1 || len > RTWS_ROOM_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = room [i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
+           || c == '_' || c == '-'))
+            return false;
+    }
+    return true;
 }
 
 
@@ -207,13 +261,15 @@ s_memory_unsubscribe (void *state, const char *room)
     zhashx_delete (self->rooms, room);
 }
 
+//  Never refuses: nothing here waits for anyone.
 static void
-s_memory_publish (void *state, const char *room, zframe_t **payload_p)
+s_memory_publish (void *state, const char *room, zframe_t **payload_p,
+                  uint64_t conn, const char *ref)
 {
     memory_t *self = (memory_t *) state;
     //  This node is the whole world: a room nobody here serves has no reader.
     if (zhashx_lookup (self->rooms, room))
-        s_bridge_deliver (self->bridge, room, payload_p);
+        bridge_deliver (self->bridge, room, payload_p);
     else
         log_debug ("bridge", "PUBLISH to unsubscribed %s: dropped", room);
     zframe_destroy (payload_p);
@@ -271,6 +327,16 @@ s_memory_subscribed (void *state, const char *room)
     return zhashx_lookup (self->rooms, room) != NULL;
 }
 
+static void
+s_memory_status (void *state, bridge_status_t *status)
+{
+    //  The whole world is in this process: always connected, nothing waits,
+    //  and nothing comes from outside.
+    status->connected = true;
+    status->outbox = 0;
+    status->non_json = 0;
+}
+
 static int64_t
 s_memory_next_timer (void *state)
 {
@@ -307,7 +373,7 @@ s_memory_timer (void *state, int64_t now)
     self->next_purge = now + BRIDGE_PURGE_INTERVAL;
 }
 
-static const engine_t s_memory_engine = {
+static const bridge_engine_t s_memory_engine = {
     .name = "memory",
     .create = s_memory_create,
     .destroy = s_memory_destroy,
@@ -319,19 +385,16 @@ static const engine_t s_memory_engine = {
     .presence_down = s_memory_presence_down,
     .present = s_memory_present,
     .subscribed = s_memory_subscribed,
+    .status = s_memory_status,
     .next_timer = s_memory_next_timer,
     .timer = s_memory_timer
 };
 
-static const engine_t *
+static const bridge_engine_t *
 s_engine_for (const rtws_config_t *config)
 {
     if (config->redis_url && *config->redis_url)
-        //  The Redis engine is the next issue; until it lands a node given
-        //  REDIS_URL still serves its own clients. The URL may hold a
-        //  password, so it is not logged.
-        log_warn ("bridge", "REDIS_URL is set but the Redis engine is not built yet: "
-                  "running the memory engine (this node sees no other node)");
+        return &bridge_redis_engine;
     return &s_memory_engine;
 }
 
@@ -348,39 +411,17 @@ s_bridge_new (zsock_t *pipe, const rtws_config_t *config)
     bridge_t *self = (bridge_t *) zmalloc (sizeof (bridge_t));
     self->config = config;
     self->pipe = pipe;
-
-    self->inbox = zsock_new (ZMQ_PULL);
-    if (self->inbox) {
-        zsock_set_rcvhwm (self->inbox, BRIDGE_INBOX_HWM);
-        zsock_set_linger (self->inbox, 0);
-        if (zsock_bind (self->inbox, "%s", RTWS_EP_BRIDGE) == -1) {
-            log_error ("bridge", "cannot bind %s: %s", RTWS_EP_BRIDGE, zmq_strerror (errno));
-            zsock_destroy (&self->inbox);
-        }
-    }
-    if (!self->inbox) {
+    self->inbox = inproc_pull_new (RTWS_EP_BRIDGE, BRIDGE_INBOX_HWM, "bridge");
+    if (self->inbox)
+        //  Batches end when the inbox is empty; the poll does the waiting.
+        zsock_set_rcvtimeo (self->inbox, 0);
+    self->router = inproc_push_new (RTWS_EP_ROUTER, BRIDGE_ROUTER_HWM, 0, "bridge");
+    self->gateway = inproc_push_new (RTWS_EP_GATEWAY, BRIDGE_GATEWAY_HWM, 0, "bridge");
+    if (!self->inbox || !self->router || !self->gateway) {
         s_bridge_destroy (&self);
         return NULL;
     }
-    self->router = zsock_new (ZMQ_PUSH);
-    if (self->router) {
-        zsock_set_sndhwm (self->router, BRIDGE_ROUTER_HWM);
-        zsock_set_sndtimeo (self->router, 0);
-        zsock_set_linger (self->router, 0);
-        if (zsock_connect (self->router, "%s", RTWS_EP_ROUTER) == -1) {
-            log_error ("bridge", "cannot connect %s: %s", RTWS_EP_ROUTER, zmq_strerror (errno));
-            zsock_destroy (&self->router);
-        }
-    }
-    self->poller = self->router ? zpoller_new (self->pipe, self->inbox, NULL) : NULL;
-    if (!self->poller) {
-        s_bridge_destroy (&self);
-        return NULL;
-    }
-    //  Only $TERM stops the actor; a SIGINT is the owner's to turn into one.
-    zpoller_set_nonstop (self->poller, true);
-
-    const engine_t *engine = s_engine_for (config);
+    const bridge_engine_t *engine = s_engine_for (config);
     self->state = engine->create (self, config);
     if (!self->state) {
         log_error ("bridge", "cannot start the %s engine", engine->name);
@@ -400,7 +441,6 @@ s_bridge_destroy (bridge_t **self_p)
         bridge_t *self = *self_p;
         if (self->engine)
             self->engine->destroy (&self->state);
-        zpoller_destroy (&self->poller);
         if (self->inbox)
             //  Unbind explicitly: closing alone frees the endpoint later, on
             //  libzmq's reaper thread, and a restarted bridge (or the next
@@ -408,6 +448,7 @@ s_bridge_destroy (bridge_t **self_p)
             zsock_unbind (self->inbox, "%s", RTWS_EP_BRIDGE);
         zsock_destroy (&self->inbox);
         zsock_destroy (&self->router);
+        zsock_destroy (&self->gateway);
         free (self);
         *self_p = NULL;
     }
@@ -426,7 +467,8 @@ s_malformed (const char *command)
 }
 
 //  Room names are 1 .. RTWS_ROOM_MAX bytes and never hold the key separator,
-//  so a presence key splits back into one (user, room) only.
+//  so a presence key splits back into one (user, room) only. The router
+//  checks the full syntax; this is the bridge's own bound.
 static bool
 s_room_ok (const char *room)
 {
@@ -465,11 +507,11 @@ s_bridge_subscription (bridge_t *self, zmsg_t *msg, bool subscribe)
     free (room);
 }
 
+//  PUBLISH room payload conn ref: conn and ref name the sender, for a
+//  REFUSED answer when the engine cannot take the message.
 static void
 s_bridge_publish (bridge_t *self, zmsg_t *msg)
 {
-    //  PUBLISH room payload conn ref: conn and ref name the sender, for a
-    //  REFUSED answer when the engine cannot take the message.
     if (zmsg_size (msg) != 5) {
         s_malformed ("PUBLISH");
         return;
@@ -478,12 +520,29 @@ s_bridge_publish (bridge_t *self, zmsg_t *msg)
     zframe_destroy (&verb);
     char *room = zmsg_popstr (msg);
     zframe_t *payload = zmsg_pop (msg);
+    //  Picture "8" travels as decimal text.
+    char *conn_text = zmsg_popstr (msg);
+    char *ref = zmsg_popstr (msg);
+    char *end = NULL;
+    errno = 0;
+    uint64_t conn = conn_text && *conn_text >= '0' && *conn_text <= '9'
+                  ? strtoull (conn_text, &end, 10) : 0;
+    if (!end || *end || errno) {
+        s_malformed ("PUBLISH");
+        zframe_destroy (&payload);
+        free (conn_text);
+        free (room);
+        free (ref);
+        return;
+    }
     if (!s_room_ok (room))
         log_warn ("bridge", "PUBLISH to a bad room name (%zu bytes): dropped", strlen (room));
     else
-        self->engine->publish (self->state, room, &payload);
+        self->engine->publish (self->state, room, &payload, conn, ref);
     zframe_destroy (&payload);
+    free (conn_text);
     free (room);
+    free (ref);
 }
 
 //  PRESENCE_UP, PRESENCE_KEEP, PRESENCE_DOWN user room
@@ -513,11 +572,8 @@ s_bridge_presence (bridge_t *self, zmsg_t *msg, const char *command,
 //  The actor loop
 
 static void
-s_bridge_recv_inbox (bridge_t *self)
+s_bridge_handle (bridge_t *self, zmsg_t *msg)
 {
-    zmsg_t *msg = zmsg_recv (self->inbox);
-    if (!msg)
-        return;                 //  Interrupted; the poller reports termination
     zframe_t *verb = zmsg_first (msg);
     if (zframe_streq (verb, "PUBLISH"))
         s_bridge_publish (self, msg);
@@ -542,7 +598,22 @@ s_bridge_recv_inbox (bridge_t *self)
         free (text);
         assert (false);
     }
-    zmsg_destroy (&msg);
+}
+
+//  Takes up to BRIDGE_BATCH sibling messages, then lets the engine send
+//  what they produced together.
+static void
+s_bridge_recv_inbox (bridge_t *self)
+{
+    for (int i = 0; i < BRIDGE_BATCH; i++) {
+        zmsg_t *msg = zmsg_recv (self->inbox);
+        if (!msg)
+            break;              //  Empty (rcvtimeo 0) or interrupted
+        s_bridge_handle (self, msg);
+        zmsg_destroy (&msg);
+    }
+    if (self->engine->flush)
+        self->engine->flush (self->state);
 }
 
 static void
@@ -572,6 +643,14 @@ s_bridge_recv_pipe (bridge_t *self)
         zsock_send (self->pipe, "i", subscribed ? 1 : 0);
         free (room);
     }
+    else
+    if (command && streq (command, "STATUS")) {
+        bridge_status_t status = { false, 0, 0 };
+        self->engine->status (self->state, &status);
+        int depth = status.outbox > INT_MAX ? INT_MAX : (int) status.outbox;
+        zsock_send (self->pipe, "sii8", self->engine->name, status.connected ? 1 : 0,
+                    depth, status.non_json);
+    }
     else {
         log_error ("bridge", "unknown pipe command '%.32s'", command ? command : "");
         assert (false);
@@ -590,29 +669,56 @@ bridge_actor (zsock_t *pipe, void *args)
         return;                 //  Said why; the zactor shim signals for us
     zsock_signal (pipe, 0);
 
-    while (!self->terminated) {
+    const bridge_engine_t *engine = self->engine;
+    int64_t stop_at = 0;        //  after $TERM: when to stop waiting for the engine
+    while (true) {
         int64_t now = zclock_mono ();
-        if (now >= self->engine->next_timer (self->state))
-            self->engine->timer (self->state, now);
-        int64_t timeout = self->engine->next_timer (self->state) - now;
+        if (self->terminated) {
+            if (!stop_at)
+                stop_at = now + BRIDGE_DRAIN_MS;
+            //  Siblings' last words (DOWNs of a graceful shutdown) may
+            //  still sit in the inbox: they count as work too.
+            bool pending = engine->busy
+                        && ((zsock_events (self->inbox) & ZMQ_POLLIN)
+                            || engine->busy (self->state));
+            if (!pending || now >= stop_at)
+                break;
+        }
+        if (now >= engine->next_timer (self->state))
+            engine->timer (self->state, now);
+        int64_t timeout = engine->next_timer (self->state) - now;
+        if (self->terminated && stop_at - now < timeout)
+            timeout = stop_at - now;
         if (timeout < 0)
             timeout = 0;
-        void *which = zpoller_wait (self->poller, timeout > INT_MAX ? INT_MAX : (int) timeout);
-        if (which == self->pipe)
+
+        zmq_pollitem_t items [2 + BRIDGE_ENGINE_ITEMS_MAX] = {
+            //  After $TERM the owner sends nothing more; only the rest counts.
+            { zsock_resolve (self->pipe), 0, self->terminated ? 0 : ZMQ_POLLIN, 0 },
+            { zsock_resolve (self->inbox), 0, ZMQ_POLLIN, 0 }
+        };
+        size_t extra = engine->poll_fill
+                     ? engine->poll_fill (self->state, items + 2, BRIDGE_ENGINE_ITEMS_MAX) : 0;
+        int rc = zmq_poll (items, (int) (2 + extra), timeout > INT_MAX ? INT_MAX : (long) timeout);
+        if (rc == -1) {
+            if (errno == ETERM)
+                break;          //  Context terminated under us
+            continue;           //  EINTR: a signal is the owner's to handle
+        }
+        if (items [0].revents & ZMQ_POLLIN)
             s_bridge_recv_pipe (self);
-        else
-        if (which == self->inbox)
+        //  Redis before siblings: replies free outbox room for their PUBLISHes.
+        if (extra)
+            engine->poll_handle (self->state, items + 2, extra);
+        if (items [1].revents & ZMQ_POLLIN)
             s_bridge_recv_inbox (self);
-        else
-        if (zpoller_terminated (self->poller))
-            break;              //  Context terminated under us
     }
     s_bridge_destroy (&self);
 }
 
-
 //  --------------------------------------------------------------------------
-//  Self test: the bridge alone; the test plays the router and presence.
+//  Self test: the bridge alone; the test plays the router, the gateway and
+//  presence, and for the Redis engine runs a redis-server of its own.
 
 #define TEST_TIMEOUT 2000       //  ms to wait for any expected message
 
@@ -659,10 +765,22 @@ s_expect (test_t *t, zsock_t *router, const char *behaviour,
     zmsg_destroy (&msg);
 }
 
+//  s_expect with a longer wait, for what comes after a reconnect.
+static void
+s_expect_within (test_t *t, zsock_t *router, int ms, const char *behaviour,
+                 const char *room, const char *payload)
+{
+    zsock_set_rcvtimeo (router, ms);
+    s_expect (t, router, behaviour, room, payload);
+    zsock_set_rcvtimeo (router, TEST_TIMEOUT);
+}
+
 //  A PUBLISH to the always-subscribed "sync" room comes back behind every
 //  MESSAGE the bridge sent before it, and after every message the test sent
 //  before it was handled: it proves nothing else was emitted, and makes the
-//  next pipe query see the effect of everything before.
+//  next pipe query see the effect of everything before. With Redis it also
+//  comes after every presence script and SUBSCRIBE sent before it (presence
+//  goes out before PUBLISHes, which wait for SUBSCRIBE confirmations).
 static void
 s_sync (test_t *t, zsock_t *to_bridge, zsock_t *router, const char *behaviour)
 {
@@ -686,9 +804,52 @@ s_ask (zactor_t *bridge, const char *command, const char *arg1, const char *arg2
     return answer;
 }
 
-//  Starts a bridge and the test's PUSH into it, and subscribes "sync".
+//  The pipe's STATUS answer; connected is -1 when none came.
+typedef struct {
+    char engine [16];
+    int connected;
+    int outbox;
+    uint64_t non_json;
+} test_status_t;
+
+static test_status_t
+s_status (zactor_t *bridge)
+{
+    test_status_t status = { "", -1, -1, 0 };
+    char *engine = NULL;
+    zsock_send (bridge, "s", "STATUS");
+    if (zsock_recv (bridge, "sii8", &engine, &status.connected, &status.outbox,
+                    &status.non_json) == 0)
+        snprintf (status.engine, sizeof status.engine, "%s", engine);
+    free (engine);
+    return status;
+}
+
+//  Waits ms on a poller with nothing to read: the test's clock, not a sleep
+//  for things to settle.
+static void
+s_wait (zpoller_t *idle, int ms)
+{
+    zpoller_wait (idle, ms);
+}
+
+//  Asks STATUS every 10 ms until connected is want; returns the ms it took,
+//  or -1 when the deadline passed first.
+static int64_t
+s_await_connected (zactor_t *bridge, zpoller_t *idle, int want, int deadline_ms)
+{
+    int64_t start = zclock_mono ();
+    while (zclock_mono () - start < deadline_ms) {
+        if (s_status (bridge).connected == want)
+            return zclock_mono () - start;
+        s_wait (idle, 10);
+    }
+    return -1;
+}
+
+//  Starts a bridge and the test's PUSH into it.
 static zactor_t *
-s_start (test_t *t, rtws_config_t *config, zsock_t *router, zsock_t **to_bridge_p)
+s_launch (rtws_config_t *config, zsock_t **to_bridge_p)
 {
     zactor_t *bridge = zactor_new (bridge_actor, config);
     assert (bridge);
@@ -698,6 +859,14 @@ s_start (test_t *t, rtws_config_t *config, zsock_t *router, zsock_t **to_bridge_
     *to_bridge_p = zsock_new_push (">" RTWS_EP_BRIDGE);
     assert (*to_bridge_p);
     zsock_set_sndtimeo (*to_bridge_p, TEST_TIMEOUT);
+    return bridge;
+}
+
+//  s_launch, then subscribes "sync" and proves the loop-back works.
+static zactor_t *
+s_start (test_t *t, rtws_config_t *config, zsock_t *router, zsock_t **to_bridge_p)
+{
+    zactor_t *bridge = s_launch (config, to_bridge_p);
     zsock_send (*to_bridge_p, "ss", "SUBSCRIBE", "sync");
     s_sync (t, *to_bridge_p, router, "bridge starts and loops a subscribed room back");
     return bridge;
@@ -712,34 +881,35 @@ s_stop (zactor_t **bridge_p, zsock_t **to_bridge_p)
     zsock_destroy (to_bridge_p);
 }
 
-//  Waits ms on a poller with nothing to read: the test's clock, not a sleep
-//  for things to settle.
+//  Checks the next message on gateway is REFUSED conn ref.
 static void
-s_wait (zpoller_t *idle, int ms)
+s_expect_refused (test_t *t, zsock_t *gateway, uint64_t conn, const char *ref,
+                  const char *behaviour)
 {
-    zpoller_wait (idle, ms);
+    char *verb = NULL, *got_ref = NULL;
+    uint64_t got_conn = 0;
+    bool ok = zsock_recv (gateway, "s8s", &verb, &got_conn, &got_ref) == 0
+           && verb && streq (verb, "REFUSED") && got_conn == conn
+           && got_ref && streq (got_ref, ref);
+    s_check (t, ok, behaviour);
+    free (verb);
+    free (got_ref);
 }
 
-int
-bridge_test (bool verbose)
+
+//  The memory engine: no Redis, this process is the whole world.
+static void
+s_test_memory (test_t *t, rtws_config_t *config, zsock_t *router, zsock_t *gateway,
+               zpoller_t *idle)
 {
-    test_t test = { verbose, 0, 0 };
-    test_t *t = &test;
-    if (verbose)
-        rtws_log_set_level (RTWS_LOG_DEBUG);
-    else
-        rtws_log_set_level (RTWS_LOG_ERROR);
-
-    rtws_config_t *config = rtws_config_new ();
-    assert (config);
     config->presence_ttl = 60;
-
-    //  Play the router: bind the endpoint the bridge pushes MESSAGEs to.
-    zsock_t *router = zsock_new_pull ("@" RTWS_EP_ROUTER);
-    assert (router);
-    zsock_set_rcvtimeo (router, TEST_TIMEOUT);
     zsock_t *to_bridge = NULL;
     zactor_t *bridge = s_start (t, config, router, &to_bridge);
+
+    test_status_t status = s_status (bridge);
+    s_check (t, streq (status.engine, "memory") && status.connected == 1
+             && status.outbox == 0 && status.non_json == 0,
+             "STATUS of the memory engine: memory, connected, empty outbox, nothing dropped");
 
     //  Rooms: subscribed ones loop back verbatim, others are dropped.
     zsock_send (to_bridge, "ss", "SUBSCRIBE", "a");
@@ -830,8 +1000,6 @@ bridge_test (bool verbose)
     zsock_send (to_bridge, "sss", "PRESENCE_UP", "erin", "r1");
     s_sync (t, to_bridge, router, "UP with PRESENCE_TTL=1 is handled");
     s_check (t, s_ask (bridge, "PRESENT", "dave", "r1") == 1, "a fresh key is present");
-    zpoller_t *idle = zpoller_new (NULL);
-    assert (idle);
     int64_t gone_after = -1;
     bool erin_stayed = true;
     //  Long enough for dave to expire and for a purge to run after that
@@ -845,29 +1013,912 @@ bridge_test (bool verbose)
         if (gone_after < 0 && s_ask (bridge, "PRESENT", "dave", "r1") == 0)
             gone_after = zclock_mono () - start;
     }
-    if (verbose)
+    if (t->verbose)
         printf ("bridge_test: key without KEEP gone after %" PRId64 " ms\n", gone_after);
     s_check (t, gone_after >= 0, "a key without KEEP expires after PRESENCE_TTL");
     s_check (t, gone_after < 0 || gone_after >= 900, "a key without KEEP lives about PRESENCE_TTL");
     s_check (t, erin_stayed, "a key refreshed by KEEP outlives two TTLs");
     s_check (t, s_ask (bridge, "PRESENT", "dave", "r1") == 0, "an expired key stays gone");
-    zpoller_destroy (&idle);
     s_stop (&bridge, &to_bridge);
 
-    //  With REDIS_URL set, the memory engine still runs until the Redis one lands.
-    free (config->redis_url);
-    config->redis_url = strdup ("redis://127.0.0.1:6379");
-    bridge = s_start (t, config, router, &to_bridge);
-    zsock_send (to_bridge, "ss", "SUBSCRIBE", "a");
-    zsock_send (to_bridge, "sss8s", "PUBLISH", "a", "{\"redis\":false}", (uint64_t) 1, "ref");
-    s_expect (t, router, "with REDIS_URL set the memory engine loops back",
-              "a", "{\"redis\":false}");
+    zsock_set_rcvtimeo (gateway, 0);
+    zmsg_t *stray = zmsg_recv (gateway);
+    s_check (t, stray == NULL, "the memory engine never refuses");
+    zmsg_destroy (&stray);
+    zsock_set_rcvtimeo (gateway, TEST_TIMEOUT);
+}
+
+
+//  --------------------------------------------------------------------------
+//  The Redis engine against a real redis-server
+
+typedef struct {
+    char server [PATH_MAX];     //  the redis-server binary
+    int port;                   //  its loopback port
+    char unix_path [64];        //  and its unix socket
+    pid_t pid;                  //  0 when not running
+} test_redis_t;
+
+static bool
+s_find_redis_server (char *path, size_t size)
+{
+    const char *env = getenv ("PATH");
+    char dirs [8192];
+    snprintf (dirs, sizeof dirs, "%s:/usr/bin:/usr/sbin:/usr/local/bin", env ? env : "");
+    char *save = NULL;
+    for (char *dir = strtok_r (dirs, ":", &save); dir; dir = strtok_r (NULL, ":", &save)) {
+        snprintf (path, size, "%s/redis-server", dir);
+        if (access (path, X_OK) == 0)
+            return true;
+    }
+    return false;
+}
+
+//  A loopback port nobody listens on right now: bind port 0, read it back.
+static int
+s_free_port (void)
+{
+    int fd = socket (AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in addr;
+    memset (&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl (INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    int port = -1;
+    if (fd >= 0 && bind (fd, (struct sockaddr *) &addr, sizeof addr) == 0
+    &&  getsockname (fd, (struct sockaddr *) &addr, &len) == 0)
+        port = ntohs (addr.sin_port);
+    if (fd >= 0)
+        close (fd);
+    return port;
+}
+
+//  A synchronous client with a TEST_TIMEOUT on every reply, or NULL.
+static redisContext *
+s_client (test_redis_t *redis)
+{
+    struct timeval connect_timeout = { 0, 200000 };
+    redisContext *c = redisConnectWithTimeout ("127.0.0.1", redis->port, connect_timeout);
+    if (!c || c->err) {
+        if (c)
+            redisFree (c);
+        return NULL;
+    }
+    struct timeval timeout = { TEST_TIMEOUT / 1000, 0 };
+    redisSetTimeout (c, timeout);
+    return c;
+}
+
+//  Starts redis-server on redis->port; it dies with this thread (the main
+//  one) even when the test crashes. Waits until it answers PING.
+static bool
+s_redis_start (test_redis_t *redis, zpoller_t *idle)
+{
+    char port [16];
+    snprintf (port, sizeof port, "%d", redis->port);
+    char *argv [] = {
+        redis->server, "--port", port, "--bind", "127.0.0.1",
+        "--save", "", "--appendonly", "no", "--dir", "/tmp",
+        "--unixsocket", redis->unix_path, "--unixsocketperm", "700", NULL
+    };
+    struct rlimit limit;
+    int max_fd = getrlimit (RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < 65536
+               ? (int) limit.rlim_cur : 65536;
+    sigset_t none;
+    sigemptyset (&none);
+    pid_t parent = getpid ();
+    pid_t pid = fork ();
+    if (pid == 0) {
+        //  Only async-signal-safe calls between fork and exec.
+        prctl (PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid () != parent)
+            _exit (127);
+        sigprocmask (SIG_SETMASK, &none, NULL);
+        int null = open ("/dev/null", O_RDWR);
+        if (null >= 0) {
+            dup2 (null, STDIN_FILENO);
+            dup2 (null, STDOUT_FILENO);
+            dup2 (null, STDERR_FILENO);
+        }
+        //  Our sockets (the bridge's links among them) are not Redis's.
+        for (int fd = 3; fd < max_fd; fd++)
+            close (fd);
+        execv (redis->server, argv);
+        _exit (127);
+    }
+    if (pid < 0)
+        return false;
+    redis->pid = pid;
+    int64_t deadline = zclock_mono () + 5000;
+    while (zclock_mono () < deadline) {
+        if (waitpid (pid, NULL, WNOHANG) == pid) {
+            redis->pid = 0;
+            return false;       //  It died (port taken?)
+        }
+        redisContext *c = s_client (redis);
+        if (c) {
+            redisReply *reply = (redisReply *) redisCommand (c, "PING");
+            bool ok = reply && reply->type == REDIS_REPLY_STATUS && streq (reply->str, "PONG");
+            if (reply)
+                freeReplyObject (reply);
+            redisFree (c);
+            if (ok)
+                return true;
+        }
+        s_wait (idle, 20);
+    }
+    return false;
+}
+
+static void
+s_redis_kill (test_redis_t *redis)
+{
+    if (redis->pid > 0) {
+        kill (redis->pid, SIGKILL);     //  works on a stopped process too
+        waitpid (redis->pid, NULL, 0);
+        redis->pid = 0;
+    }
+}
+
+//  Runs a command given as a NULL-terminated argv; the reply or NULL.
+static redisReply *
+s_run (redisContext *c, const char **argv)
+{
+    int argc = 0;
+    while (argv [argc])
+        argc++;
+    return (redisReply *) redisCommandArgv (c, argc, argv, NULL);
+}
+
+//  The integer answer to a command, or LLONG_MIN when it is not one.
+static long long
+s_integer (redisContext *c, const char **argv)
+{
+    redisReply *reply = s_run (c, argv);
+    long long value = reply && reply->type == REDIS_REPLY_INTEGER ? reply->integer : LLONG_MIN;
+    if (reply)
+        freeReplyObject (reply);
+    return value;
+}
+
+//  True when the reply to the command is exactly the string (or status) text.
+static bool
+s_string_is (redisContext *c, const char **argv, const char *text)
+{
+    redisReply *reply = s_run (c, argv);
+    bool is = reply && (reply->type == REDIS_REPLY_STRING || reply->type == REDIS_REPLY_STATUS)
+           && streq (reply->str, text);
+    if (reply)
+        freeReplyObject (reply);
+    return is;
+}
+
+//  Subscribers of channel as PUBSUB NUMSUB counts them, or -1.
+static long long
+s_numsub (redisContext *c, const char *channel)
+{
+    redisReply *reply = s_run (c, (const char *[]) { "PUBSUB", "NUMSUB", channel, NULL });
+    long long count = -1;
+    if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2
+    &&  reply->element [1]->type == REDIS_REPLY_INTEGER)
+        count = reply->element [1]->integer;
+    if (reply)
+        freeReplyObject (reply);
+    return count;
+}
+
+//  Polls NUMSUB until it is want; false when the deadline passed first.
+static bool
+s_await_numsub (redisContext *c, zpoller_t *idle, const char *channel, long long want)
+{
+    int64_t deadline = zclock_mono () + TEST_TIMEOUT;
+    while (zclock_mono () < deadline) {
+        if (s_numsub (c, channel) == want)
+            return true;
+        s_wait (idle, 10);
+    }
+    return false;
+}
+
+//  Calls of command Redis counted since it started or the last CONFIG
+//  RESETSTAT, or -1.
+static long long
+s_calls (redisContext *c, const char *command)
+{
+    redisReply *reply = s_run (c, (const char *[]) { "INFO", "commandstats", NULL });
+    long long calls = -1;
+    char field [64];
+    snprintf (field, sizeof field, "cmdstat_%s:calls=", command);
+    if (reply && reply->type == REDIS_REPLY_STRING) {
+        const char *line = strstr (reply->str, field);
+        calls = line ? atoll (line + strlen (field)) : 0;
+    }
+    if (reply)
+        freeReplyObject (reply);
+    return calls;
+}
+
+//  Checks the next reply on a test subscriber is message channel payload.
+static bool
+s_subscriber_got (redisContext *subscriber, const char *channel, const char *payload)
+{
+    redisReply *reply = NULL;
+    bool ok = redisGetReply (subscriber, (void **) &reply) == REDIS_OK && reply
+           && reply->type == REDIS_REPLY_ARRAY && reply->elements == 3
+           && streq (reply->element [0]->str, "message")
+           && streq (reply->element [1]->str, channel)
+           && reply->element [2]->len == strlen (payload)
+           && memcmp (reply->element [2]->str, payload, strlen (payload)) == 0;
+    if (reply)
+        freeReplyObject (reply);
+    return ok;
+}
+
+//  Runs one presence script as another node would.
+static long long
+s_other_node (redisContext *c, bool up, const char *node, const char *user,
+              const char *room, const char *ttl_ms)
+{
+    char key [128], nodes [128];
+    snprintf (key, sizeof key, "rt:presence:user:%s:%s", user, room);
+    snprintf (nodes, sizeof nodes, "rt:presence:nodes:%s:%s", user, room);
+    return s_integer (c, (const char *[]) {
+        "EVAL", up ? bridge_redis_script_up : bridge_redis_script_down, "2",
+        key, nodes, node, ttl_ms, NULL });
+}
+
+static long long
+s_exists (redisContext *c, const char *key)
+{
+    return s_integer (c, (const char *[]) { "EXISTS", key, NULL });
+}
+
+static long long
+s_pttl (redisContext *c, const char *key)
+{
+    return s_integer (c, (const char *[]) { "PTTL", key, NULL });
+}
+
+//  Rooms, fan-out, payload checks and the hold, on a connected bridge.
+static void
+s_test_redis_rooms (test_t *t, zactor_t *bridge, zsock_t *to_bridge, zsock_t *router,
+                    redisContext *c, test_redis_t *redis, zpoller_t *idle)
+{
+    //  SUBSCRIBE and UNSUBSCRIBE reach Redis; the sync PUBLISH is held
+    //  until the SUBSCRIBE before it is confirmed.
+    zsock_send (to_bridge, "ss", "SUBSCRIBE", "y");
+    s_sync (t, to_bridge, router, "SUBSCRIBE y, then a sync");
+    s_check (t, s_numsub (c, "room:y") == 1, "SUBSCRIBE y: PUBSUB NUMSUB room:y is 1");
+    s_check (t, s_ask (bridge, "SUBSCRIBED", "y", NULL) == 1, "SUBSCRIBED y is 1");
+    zsock_send (to_bridge, "ss", "UNSUBSCRIBE", "y");
+    s_check (t, s_await_numsub (c, idle, "room:y", 0), "UNSUBSCRIBE y: NUMSUB room:y drops to 0");
+    s_check (t, s_ask (bridge, "SUBSCRIBED", "y", NULL) == 0, "SUBSCRIBED y is 0");
+
+    //  Joins and leaves racing end subscribed exactly when the last word was SUBSCRIBE.
+    const char *flips [] = { "SUBSCRIBE", "UNSUBSCRIBE", "SUBSCRIBE", "UNSUBSCRIBE", "SUBSCRIBE" };
+    for (int i = 0; i < 5; i++)
+        zsock_send (to_bridge, "ss", flips [i], "z");
+    s_sync (t, to_bridge, router, "S/U/S/U/S on z, then a sync");
+    s_check (t, s_numsub (c, "room:z") == 1, "racing joins and leaves end subscribed (NUMSUB 1)");
+    for (int i = 1; i < 4; i++)
+        zsock_send (to_bridge, "ss", flips [i], "z");
+    s_sync (t, to_bridge, router, "U/S/U on z, then a sync");
+    s_check (t, s_await_numsub (c, idle, "room:z", 0),
+             "racing leaves and joins end unsubscribed (NUMSUB 0)");
+    s_sync (t, to_bridge, router, "another sync");
+    s_check (t, s_numsub (c, "room:z") == 0, "and stay unsubscribed");
+
+    //  Fan-out: one PUBLISH per message, seen verbatim by any subscriber.
+    redisContext *subscriber = s_client (redis);
+    assert (subscriber);
+    redisReply *reply = s_run (subscriber, (const char *[]) { "SUBSCRIBE", "room:x", NULL });
+    s_check (t, reply && reply->type == REDIS_REPLY_ARRAY, "the test subscribes room:x");
+    if (reply)
+        freeReplyObject (reply);
+    zsock_send (to_bridge, "ss", "SUBSCRIBE", "x");
+    s_sync (t, to_bridge, router, "SUBSCRIBE x, then a sync");
+    freeReplyObject (s_run (c, (const char *[]) { "CONFIG", "RESETSTAT", NULL }));
+    const char *verbatim = "{\"type\":\"chat.delivery\",\"room\":\"x\",\"user\":\"u\","
+                           "\"text\":\"h\xc3\xa9llo  \\\"w\\\"\",\"id\":\"x\",\"ts\":1.5}";
+    zsock_send (to_bridge, "sss8s", "PUBLISH", "x", verbatim, (uint64_t) 7, "m1");
+    s_expect (t, router, "the bridge's PUBLISH comes back to its own room as MESSAGE, verbatim",
+              "x", verbatim);
+    s_check (t, s_subscriber_got (subscriber, "room:x", verbatim),
+             "the bridge's PUBLISH reaches another subscriber of room:x, verbatim");
+    s_sync (t, to_bridge, router, "a sync after it");
+    s_check (t, s_calls (c, "publish") == 2, "one PUBLISH per message (2 for the message and the sync)");
+
+    //  What a backend publishes comes out verbatim; anything but one JSON
+    //  object is dropped and counted, as are payloads over 16 MiB.
+    uint64_t non_json = s_status (bridge).non_json;
+    freeReplyObject (s_run (c, (const char *[]) { "PUBLISH", "room:x", "{\"a\":1}", NULL }));
+    s_expect (t, router, "a backend's PUBLISH room:x '{\"a\":1}' comes out as MESSAGE verbatim",
+              "x", "{\"a\":1}");
+    const char *junk [] = { "not json", "[1,2]", "{\"a\":1} trailing", "\"s\"", "", "{\"a\":" };
+    for (size_t i = 0; i < sizeof junk / sizeof junk [0]; i++)
+        freeReplyObject (s_run (c, (const char *[]) { "PUBLISH", "room:x", junk [i], NULL }));
+    size_t big_size = 16 * 1024 * 1024 + 1;
+    char *big = (char *) malloc (big_size + 1);
+    assert (big);
+    memset (big, ' ', big_size);
+    memcpy (big, "{\"p\":\"", 6);
+    memcpy (big + big_size - 2, "\"}", 2);
+    big [big_size] = '\0';
+    freeReplyObject (s_run (c, (const char *[]) { "PUBLISH", "room:x", big, NULL }));
+    free (big);
+    freeReplyObject (s_run (c, (const char *[]) { "PUBLISH", "room:x", "{\"b\":2}", NULL }));
+    s_expect (t, router, "non-JSON and over-16-MiB payloads are dropped, the next one passes",
+              "x", "{\"b\":2}");
+    test_status_t status = s_status (bridge);
+    s_check (t, status.non_json == non_json + 6, "STATUS counts the 6 non-JSON payloads");
+    if (t->verbose)
+        printf ("bridge_test: non-JSON dropped %" PRIu64 "\n", status.non_json);
+    //  The subscriber saw all of those too; start it afresh.
+    redisFree (subscriber);
+
+    //  Order over 1000 PUBLISHes.
+    char payload [64];
+    for (int i = 0; i < 1000; i++) {
+        snprintf (payload, sizeof payload, "{\"seq\":%d}", i);
+        zsock_send (to_bridge, "sss8s", "PUBLISH", "x", payload, (uint64_t) 7, "ref");
+    }
+    int in_order = 0;
+    for (int i = 0; i < 1000; i++) {
+        char *verb = NULL, *room = NULL, *got = NULL;
+        snprintf (payload, sizeof payload, "{\"seq\":%d}", i);
+        if (zsock_recv (router, "sss", &verb, &room, &got) == 0
+        &&  verb && streq (verb, "MESSAGE") && room && streq (room, "x")
+        &&  got && streq (got, payload))
+            in_order++;
+        free (verb);
+        free (room);
+        free (got);
+        if (in_order != i + 1)
+            break;
+    }
+    s_check (t, in_order == 1000, "1000 PUBLISHes through Redis come back in publish order");
+
+    //  The hold: a first PUBLISH right behind its room's SUBSCRIBE comes back,
+    //  also when that SUBSCRIBE is the last of 2000 (Redis reads a long
+    //  pipeline in pieces, and serves the cmd link in between).
+    int held_ok = 0;
+    for (int i = 0; i < 20; i++) {
+        char room [16];
+        snprintf (room, sizeof room, "h%d", i);
+        snprintf (payload, sizeof payload, "{\"hold\":%d}", i);
+        zsock_send (to_bridge, "ss", "SUBSCRIBE", room);
+        zsock_send (to_bridge, "sss8s", "PUBLISH", room, payload, (uint64_t) 7, "ref");
+        char *verb = NULL, *got_room = NULL, *got = NULL;
+        if (zsock_recv (router, "sss", &verb, &got_room, &got) == 0
+        &&  streq (verb, "MESSAGE") && streq (got_room, room) && streq (got, payload))
+            held_ok++;
+        free (verb);
+        free (got_room);
+        free (got);
+    }
+    s_check (t, held_ok == 20, "a first PUBLISH right after SUBSCRIBE reaches its sender (20 of 20)");
+    for (int i = 20; i < 2000; i++) {
+        char room [16];
+        snprintf (room, sizeof room, "h%d", i);
+        zsock_send (to_bridge, "ss", "SUBSCRIBE", room);
+    }
+    zsock_send (to_bridge, "sss8s", "PUBLISH", "h1999", "{\"last\":1}", (uint64_t) 7, "ref");
+    s_expect (t, router, "a PUBLISH behind 2000 SUBSCRIBEs waits for the last one", "h1999",
+              "{\"last\":1}");
+    for (int i = 0; i < 2000; i++) {
+        char room [16];
+        snprintf (room, sizeof room, "h%d", i);
+        zsock_send (to_bridge, "ss", "UNSUBSCRIBE", room);
+    }
+    s_check (t, s_await_numsub (c, idle, "room:h1999", 0), "the hold rooms are unsubscribed again");
+    reply = s_run (c, (const char *[]) { "PUBSUB", "CHANNELS", "room:h*", NULL });
+    s_check (t, reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 0,
+             "no room stays subscribed without members (PUBSUB CHANNELS room:h* is empty)");
+    if (reply)
+        freeReplyObject (reply);
+    freeReplyObject (s_run (c, (const char *[]) { "PUBLISH", "room:h3", "{\"late\":1}", NULL }));
+    s_sync (t, to_bridge, router, "nothing comes for a room after its UNSUBSCRIBE");
+}
+
+//  Presence keys as two nodes and a crashed one see them.
+static void
+s_test_redis_presence (test_t *t, zactor_t *bridge, zsock_t *to_bridge, zsock_t *router,
+                       redisContext *c, zpoller_t *idle)
+{
+    const char *key = "rt:presence:user:alice:r1";
+    const char *nodes = "rt:presence:nodes:alice:r1";
+    zsock_send (to_bridge, "sss", "PRESENCE_UP", "alice", "r1");
+    s_sync (t, to_bridge, router, "PRESENCE_UP, then a sync");
+    s_check (t, s_string_is (c, (const char *[]) { "GET", key, NULL }, "1"),
+             "PRESENCE_UP sets rt:presence:user:alice:r1 = \"1\"");
+    long long pttl = s_pttl (c, key);
+    s_check (t, pttl > 55000 && pttl <= 60000, "the key carries PRESENCE_TTL (60 s)");
+    s_check (t, s_ask (bridge, "PRESENT", "alice", "r1") == 1, "PRESENT alice r1 is 1");
+    redisReply *reply = s_run (c, (const char *[]) { "ZRANGE", nodes, "0", "-1", NULL });
+    bool one_node = reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 1
+                 && reply->element [0]->len == 32
+                 && strspn (reply->element [0]->str, "0123456789abcdef") == 32;
+    if (reply)
+        freeReplyObject (reply);
+    s_check (t, one_node, "the node set holds this node's 32-hex id");
+    long long nodes_pttl = s_pttl (c, nodes);
+    s_check (t, nodes_pttl > 55000 && nodes_pttl <= 60000, "the node set expires with the key");
+
+    //  Two tabs on two nodes: closing one keeps the key.
+    s_check (t, s_other_node (c, true, "node-two", "alice", "r1", "60000") == 1,
+             "a second node joins alice in r1");
+    s_check (t, s_integer (c, (const char *[]) { "ZCARD", nodes, NULL }) == 2, "two nodes hold alice");
+    zsock_send (to_bridge, "sss", "PRESENCE_DOWN", "alice", "r1");
+    s_sync (t, to_bridge, router, "PRESENCE_DOWN, then a sync");
+    s_check (t, s_exists (c, key) == 1, "DOWN from this node keeps the key while the other holds it");
+    s_check (t, s_ask (bridge, "PRESENT", "alice", "r1") == 0, "PRESENT alice r1 is 0 here");
+    s_other_node (c, false, "node-two", "alice", "r1", "60000");
+    s_check (t, s_exists (c, key) == 0 && s_exists (c, nodes) == 0,
+             "DOWN from both nodes deletes the key and the node set");
+
+    //  The other order: the other node leaves first.
+    zsock_send (to_bridge, "sss", "PRESENCE_UP", "alice", "r2");
+    s_sync (t, to_bridge, router, "PRESENCE_UP alice r2, then a sync");
+    s_other_node (c, true, "node-two", "alice", "r2", "60000");
+    s_other_node (c, false, "node-two", "alice", "r2", "60000");
+    s_check (t, s_exists (c, "rt:presence:user:alice:r2") == 1, "the other node's DOWN keeps ours");
+    zsock_send (to_bridge, "sss", "PRESENCE_DOWN", "alice", "r2");
+    s_sync (t, to_bridge, router, "PRESENCE_DOWN alice r2, then a sync");
+    s_check (t, s_exists (c, "rt:presence:user:alice:r2") == 0
+             && s_exists (c, "rt:presence:nodes:alice:r2") == 0, "our DOWN, the last, deletes it");
+
+    //  KEEP refreshes the TTL, and sets the key when the UP was lost.
+    zsock_send (to_bridge, "sss", "PRESENCE_UP", "bob", "r1");
+    s_sync (t, to_bridge, router, "PRESENCE_UP bob, then a sync");
+    freeReplyObject (s_run (c, (const char *[]) {
+        "PEXPIRE", "rt:presence:user:bob:r1", "5000", NULL }));
+    zsock_send (to_bridge, "sss", "PRESENCE_KEEP", "bob", "r1");
+    zsock_send (to_bridge, "sss", "PRESENCE_KEEP", "carol", "r1");
+    s_sync (t, to_bridge, router, "PRESENCE_KEEP bob and carol, then a sync");
+    s_check (t, s_pttl (c, "rt:presence:user:bob:r1") > 55000, "KEEP refreshes the TTL");
+    s_check (t, s_exists (c, "rt:presence:user:carol:r1") == 1, "KEEP without UP sets the key");
+
+    //  A crashed node's entry keeps the key only until it would have expired.
+    s_other_node (c, true, "crashed-node", "dora", "r1", "300");
+    zsock_send (to_bridge, "sss", "PRESENCE_UP", "dora", "r1");
+    zsock_send (to_bridge, "sss", "PRESENCE_DOWN", "dora", "r1");
+    s_sync (t, to_bridge, router, "dora UP and DOWN here, then a sync");
+    s_check (t, s_exists (c, "rt:presence:user:dora:r1") == 1,
+             "a crashed node's live entry keeps the key after our DOWN");
+    int64_t start = zclock_mono ();
+    while (zclock_mono () - start < TEST_TIMEOUT
+       &&  s_exists (c, "rt:presence:user:dora:r1") == 1)
+        s_wait (idle, 20);
+    int64_t gone_after = zclock_mono () - start;
+    s_check (t, s_exists (c, "rt:presence:user:dora:r1") == 0
+             && s_exists (c, "rt:presence:nodes:dora:r1") == 0,
+             "and the key goes when that entry expires, not PRESENCE_TTL later");
+    if (t->verbose)
+        printf ("bridge_test: crashed node's entry gone after %" PRId64 " ms\n", gone_after);
+}
+
+//  One of the links is cut by Redis: presence said meanwhile still arrives.
+static void
+s_test_redis_client_kill (test_t *t, zactor_t *bridge, zsock_t *to_bridge, zsock_t *router,
+                          redisContext *c, zpoller_t *idle)
+{
+    zsock_send (to_bridge, "sss", "PRESENCE_UP", "dan", "r1");
+    s_sync (t, to_bridge, router, "PRESENCE_UP dan, then a sync");
+    s_check (t, s_exists (c, "rt:presence:user:dan:r1") == 1, "dan is present");
+
+    //  The cmd link is the bridge's one "normal" client; CLIENT KILL skips ours.
+    s_check (t, s_integer (c, (const char *[]) { "CLIENT", "KILL", "TYPE", "normal", NULL }) == 1,
+             "CLIENT KILL TYPE normal cuts the cmd link");
+    s_check (t, s_await_connected (bridge, idle, 0, TEST_TIMEOUT) >= 0,
+             "STATUS connected drops to 0 when the cmd link is cut");
+    zsock_send (to_bridge, "sss", "PRESENCE_DOWN", "dan", "r1");
+    zsock_send (to_bridge, "sss", "PRESENCE_UP", "erin", "r1");
+    int64_t start = zclock_mono ();
+    while (s_ask (bridge, "PRESENT", "erin", "r1") != 1 && zclock_mono () - start < TEST_TIMEOUT)
+        s_wait (idle, 5);
+    bool while_down = s_status (bridge).connected == 0;
+    if (t->verbose)
+        printf ("bridge_test: DOWN dan / UP erin handled while disconnected: %s\n",
+                while_down ? "yes" : "no (reconnected first)");
+    int64_t took = s_await_connected (bridge, idle, 1, 5000);
+    s_check (t, took >= 0, "the cmd link comes back within the first backoff");
+    if (t->verbose)
+        printf ("bridge_test: cmd link back after %" PRId64 " ms\n", took);
+    s_sync (t, to_bridge, router, "a sync after the cmd link is back");
+    s_check (t, s_exists (c, "rt:presence:user:dan:r1") == 0,
+             "a DOWN that happened while the link was down reaches Redis after reconnecting");
+    s_check (t, s_exists (c, "rt:presence:user:erin:r1") == 1,
+             "an UP that happened while the link was down reaches Redis after reconnecting");
+
+    //  Now the sub link: every room is subscribed again, and what was
+    //  published meanwhile waits for those SUBSCRIBEs, however many.
+    char room [16], payload [32];
+    for (int i = 0; i < 2000; i++) {
+        snprintf (room, sizeof room, "f%d", i);
+        zsock_send (to_bridge, "ss", "SUBSCRIBE", room);
+    }
+    s_sync (t, to_bridge, router, "2000 more rooms subscribed");
+    s_check (t, s_integer (c, (const char *[]) { "CLIENT", "KILL", "TYPE", "pubsub", NULL }) == 1,
+             "CLIENT KILL TYPE pubsub cuts the sub link");
+    s_check (t, s_await_connected (bridge, idle, 0, TEST_TIMEOUT) >= 0,
+             "STATUS connected drops to 0 when the sub link is cut");
+    for (int i = 0; i < 2000; i++) {
+        snprintf (room, sizeof room, "f%d", i);
+        snprintf (payload, sizeof payload, "{\"f\":%d}", i);
+        zsock_send (to_bridge, "sss8s", "PUBLISH", room, payload, (uint64_t) 7, "ref");
+    }
+    s_check (t, s_await_connected (bridge, idle, 1, 5000) >= 0, "the sub link comes back");
+    int delivered = 0;
+    for (int i = 0; i < 2000; i++) {
+        char *verb = NULL, *got_room = NULL, *got = NULL;
+        snprintf (room, sizeof room, "f%d", i);
+        snprintf (payload, sizeof payload, "{\"f\":%d}", i);
+        if (zsock_recv (router, "sss", &verb, &got_room, &got) == 0
+        &&  streq (verb, "MESSAGE") && streq (got_room, room) && streq (got, payload))
+            delivered++;
+        free (verb);
+        free (got_room);
+        free (got);
+        if (delivered != i + 1)
+            break;
+    }
+    s_check (t, delivered == 2000,
+             "PUBLISHes made while the sub link was down wait until every room is "
+             "subscribed again, then all 2000 come back in order");
+    s_sync (t, to_bridge, router, "the sync room is subscribed again");
+    s_check (t, s_numsub (c, "room:x") == 1, "so is x (NUMSUB room:x back to 1)");
+    for (int i = 0; i < 2000; i++) {
+        snprintf (room, sizeof room, "f%d", i);
+        zsock_send (to_bridge, "ss", "UNSUBSCRIBE", room);
+    }
+    s_check (t, s_await_numsub (c, idle, "room:f1999", 0), "the 2000 rooms are left again");
+}
+
+//  Redis killed, stopped and restarted under a bridge with a 5-message outbox.
+static void
+s_test_redis_outage (test_t *t, rtws_config_t *config, zsock_t *router, zsock_t *gateway,
+                     test_redis_t *redis, zpoller_t *idle)
+{
+    config->redis_outbox_size = 5;
+    zsock_t *to_bridge = NULL;
+    zactor_t *bridge = s_start (t, config, router, &to_bridge);
+    zsock_send (to_bridge, "ss", "SUBSCRIBE", "x");
+    zsock_send (to_bridge, "sss", "PRESENCE_UP", "fay", "r1");
+    s_sync (t, to_bridge, router, "SUBSCRIBE x and PRESENCE_UP fay, then a sync");
+
+    //  Killed: PUBLISHes wait, in order, up to the bound; then REFUSED.
+    s_redis_kill (redis);
+    int64_t took = s_await_connected (bridge, idle, 0, TEST_TIMEOUT);
+    s_check (t, took >= 0, "kill redis-server: STATUS connected becomes 0");
+    char payload [64];
+    for (int i = 0; i < 5; i++) {
+        snprintf (payload, sizeof payload, "{\"out\":%d}", i);
+        zsock_send (to_bridge, "sss8s", "PUBLISH", "x", payload, (uint64_t) 7, "ref");
+    }
+    zsock_send (to_bridge, "sss8s", "PUBLISH", "x", "{\"out\":5}", (uint64_t) 42, "full-ref");
+    s_expect_refused (t, gateway, 42, "full-ref",
+                      "outbox full: REFUSED conn ref goes to the gateway");
+    test_status_t status = s_status (bridge);
+    s_check (t, status.connected == 0 && status.outbox == 5,
+             "PUBLISHes during the outage wait in the outbox (depth 5)");
+
+    //  Restarted on the same port: reconnect, subscribe again, drain in order.
+    int64_t restart = zclock_mono ();
+    s_check (t, s_redis_start (redis, idle), "redis-server restarts on the same port");
+    for (int i = 0; i < 5; i++) {
+        snprintf (payload, sizeof payload, "{\"out\":%d}", i);
+        s_expect_within (t, router, 12000, "after reconnecting the outbox drains in order",
+                         "x", payload);
+    }
+    if (t->verbose)
+        printf ("bridge_test: outbox drained %" PRId64 " ms after the restart\n",
+                zclock_mono () - restart);
+    redisContext *c = s_client (redis);
+    assert (c);
+    s_check (t, s_numsub (c, "room:x") == 1, "x is subscribed again (NUMSUB room:x 1)");
+    s_sync (t, to_bridge, router, "a sync after the restart");
+    s_check (t, s_exists (c, "rt:presence:user:fay:r1") == 1,
+             "presence is asserted again in the new Redis");
+    s_check (t, s_status (bridge).outbox == 0, "the outbox is empty again");
+
+    //  Stopped: the bridge never blocks, PUBLISHes in flight count against
+    //  the bound, and everything flows again on SIGCONT.
+    kill (redis->pid, SIGSTOP);
+    for (int i = 0; i < 3; i++) {
+        snprintf (payload, sizeof payload, "{\"stop\":%d}", i);
+        zsock_send (to_bridge, "sss8s", "PUBLISH", "x", payload, (uint64_t) 7, "ref");
+    }
+    int64_t slowest = 0;
+    int64_t start = zclock_mono ();
+    bool answered = true;
+    while (zclock_mono () - start < 2000) {
+        int64_t asked = zclock_mono ();
+        status = s_status (bridge);
+        if (status.connected < 0)
+            answered = false;
+        if (zclock_mono () - asked > slowest)
+            slowest = zclock_mono () - asked;
+        s_wait (idle, 50);
+    }
+    if (t->verbose)
+        printf ("bridge_test: slowest STATUS while Redis is stopped: %" PRId64 " ms\n", slowest);
+    s_check (t, answered && slowest < 250, "SIGSTOPped Redis: the bridge answers STATUS promptly");
+    s_check (t, status.outbox == 3, "PUBLISHes sent and unanswered count in the outbox depth");
+    for (int i = 3; i < 5; i++) {
+        snprintf (payload, sizeof payload, "{\"stop\":%d}", i);
+        zsock_send (to_bridge, "sss8s", "PUBLISH", "x", payload, (uint64_t) 7, "ref");
+    }
+    zsock_send (to_bridge, "sss8s", "PUBLISH", "x", "{\"stop\":5}", (uint64_t) 43, "stop-ref");
+    s_expect_refused (t, gateway, 43, "stop-ref",
+                      "a paused Redis fills the outbox too: REFUSED");
+    kill (redis->pid, SIGCONT);
+    for (int i = 0; i < 5; i++) {
+        snprintf (payload, sizeof payload, "{\"stop\":%d}", i);
+        s_expect (t, router, "SIGCONT: traffic resumes in order", "x", payload);
+    }
+
+    //  Killed while stopped: what was sent and unanswered is sent again.
+    kill (redis->pid, SIGSTOP);
+    for (int i = 0; i < 3; i++) {
+        snprintf (payload, sizeof payload, "{\"again\":%d}", i);
+        zsock_send (to_bridge, "sss8s", "PUBLISH", "x", payload, (uint64_t) 7, "ref");
+    }
+    int64_t wait_start = zclock_mono ();
+    while (s_status (bridge).outbox != 3 && zclock_mono () - wait_start < TEST_TIMEOUT)
+        s_wait (idle, 5);
+    redisFree (c);
+    s_redis_kill (redis);
+    s_check (t, s_await_connected (bridge, idle, 0, TEST_TIMEOUT) >= 0,
+             "killed while stopped: connected 0");
+    s_check (t, s_status (bridge).outbox == 3, "the unanswered PUBLISHes are back in the outbox");
+    s_check (t, s_redis_start (redis, idle), "redis-server restarts again");
+    for (int i = 0; i < 3; i++) {
+        snprintf (payload, sizeof payload, "{\"again\":%d}", i);
+        s_expect_within (t, router, 12000, "unanswered PUBLISHes go out again, in order",
+                         "x", payload);
+    }
+    s_sync (t, to_bridge, router, "nothing else after them");
     s_stop (&bridge, &to_bridge);
+    config->redis_outbox_size = 10000;
+}
+
+//  A bridge that must never connect: STATUS says 0 throughout.
+static void
+s_test_redis_refused (test_t *t, rtws_config_t *config, const char *url, zpoller_t *idle,
+                      const char *behaviour)
+{
+    free (config->redis_url);
+    config->redis_url = strdup (url);
+    zsock_t *to_bridge = NULL;
+    zactor_t *bridge = s_launch (config, &to_bridge);
+    //  Past the first attempt and its 1 s retry.
+    s_check (t, s_await_connected (bridge, idle, 1, 1300) < 0
+             && s_status (bridge).connected == 0, behaviour);
+    s_stop (&bridge, &to_bridge);
+}
+
+static void
+s_test_redis (test_t *t, rtws_config_t *config, zsock_t *router, zsock_t *gateway,
+              zpoller_t *idle)
+{
+    test_redis_t redis;
+    memset (&redis, 0, sizeof redis);
+    if (!s_find_redis_server (redis.server, sizeof redis.server)) {
+        printf ("bridge_test: SKIP: redis-server not found, Redis engine cases not run\n");
+        return;
+    }
+    snprintf (redis.unix_path, sizeof redis.unix_path, "/tmp/rtws-bridge-test-%d.sock",
+              (int) getpid ());
+    char url [128];
+    config->presence_ttl = 60;
+
+    //  Redis down at start-up: the bridge runs, says not connected, keeps
+    //  what is published, and delivers it once Redis is there. Another
+    //  process may take the free port before redis-server binds it: then
+    //  all of this again on another port.
+    zsock_t *to_bridge = NULL;
+    zactor_t *bridge = NULL;
+    int64_t start = 0;
+    bool started = false;
+    for (int attempt = 0; attempt < 3 && !started; attempt++) {
+        redis.port = s_free_port ();
+        assert (redis.port > 0);
+        snprintf (url, sizeof url, "redis://127.0.0.1:%d", redis.port);
+        free (config->redis_url);
+        config->redis_url = strdup (url);
+        bridge = s_launch (config, &to_bridge);
+        test_status_t status = s_status (bridge);
+        s_check (t, streq (status.engine, "redis") && status.connected == 0,
+                 "Redis down at start-up: STATUS redis, not connected");
+        zsock_send (to_bridge, "ss", "SUBSCRIBE", "sync");
+        zsock_send (to_bridge, "sss8s", "PUBLISH", "sync", "{\"early\":1}", (uint64_t) 1, "ref");
+        start = zclock_mono ();
+        while (s_status (bridge).outbox != 1 && zclock_mono () - start < TEST_TIMEOUT)
+            s_wait (idle, 5);
+        s_check (t, s_status (bridge).outbox == 1,
+                 "a PUBLISH before Redis is up waits in the outbox");
+        started = s_redis_start (&redis, idle);
+        if (!started) {
+            printf ("bridge_test: redis-server did not start on port %d\n", redis.port);
+            s_stop (&bridge, &to_bridge);
+        }
+    }
+    if (!started) {
+        s_check (t, false, "redis-server starts");
+        return;
+    }
+    s_expect_within (t, router, 12000, "once Redis is up the early PUBLISH is delivered",
+                     "sync", "{\"early\":1}");
+    if (t->verbose)
+        printf ("bridge_test: connected %" PRId64 " ms after start\n", zclock_mono () - start);
+    test_status_t status = s_status (bridge);
+    s_check (t, status.connected == 1 && status.outbox == 0 && status.non_json == 0,
+             "STATUS: connected 1, outbox 0, nothing dropped");
+
+    redisContext *c = s_client (&redis);
+    assert (c);
+    s_test_redis_rooms (t, bridge, to_bridge, router, c, &redis, idle);
+    s_test_redis_presence (t, bridge, to_bridge, router, c, idle);
+    s_test_redis_client_kill (t, bridge, to_bridge, router, c, idle);
+    //  A graceful stop still sends what the last messages asked for, even
+    //  a PUBLISH held behind 2000 unconfirmed SUBSCRIBEs.
+    redisContext *subscriber = s_client (&redis);
+    assert (subscriber);
+    freeReplyObject (s_run (subscriber, (const char *[]) { "SUBSCRIBE", "room:g1999", NULL }));
+    for (int i = 0; i < 2000; i++) {
+        char room [16];
+        snprintf (room, sizeof room, "g%d", i);
+        zsock_send (to_bridge, "ss", "SUBSCRIBE", room);
+    }
+    zsock_send (to_bridge, "sss8s", "PUBLISH", "g1999", "{\"last\":1}", (uint64_t) 7, "ref");
+    s_stop (&bridge, &to_bridge);
+    s_check (t, s_subscriber_got (subscriber, "room:g1999", "{\"last\":1}"),
+             "a PUBLISH held when $TERM comes still reaches Redis before the bridge stops");
+    redisFree (subscriber);
+    //  Whether our own copy came back before the stop is a race with the
+    //  PUBLISH reply; if it did, it is that message and nothing else.
+    zsock_set_rcvtimeo (router, 0);
+    zmsg_t *own = zmsg_recv (router);
+    zsock_set_rcvtimeo (router, TEST_TIMEOUT);
+    char *own_room = own ? zmsg_popstr (own) : NULL;
+    free (own_room);
+    own_room = own ? zmsg_popstr (own) : NULL;
+    s_check (t, !own || (own_room && streq (own_room, "g1999")),
+             "the router got nothing else before the stop");
+    free (own_room);
+    zmsg_destroy (&own);
+    s_check (t, s_await_numsub (c, idle, "room:x", 0), "a stopped bridge leaves no subscription");
+    redisFree (c);
+
+    s_test_redis_outage (t, config, router, gateway, &redis, idle);
+
+    //  PRESENCE_TTL=1: a key without KEEP is gone within about a second.
+    config->presence_ttl = 1;
+    bridge = s_start (t, config, router, &to_bridge);
+    c = s_client (&redis);
+    assert (c);
+    start = zclock_mono ();
+    zsock_send (to_bridge, "sss", "PRESENCE_UP", "hal", "r1");
+    zsock_send (to_bridge, "sss", "PRESENCE_UP", "ivy", "r1");
+    s_sync (t, to_bridge, router, "UP hal and ivy with PRESENCE_TTL=1");
+    s_check (t, s_pttl (c, "rt:presence:user:hal:r1") <= 1000, "the key's TTL is 1 s");
+    int64_t gone_after = -1;
+    bool ivy_stayed = true;
+    while (zclock_mono () - start < 2500 && gone_after < 0) {
+        s_wait (idle, 100);
+        zsock_send (to_bridge, "sss", "PRESENCE_KEEP", "ivy", "r1");
+        if (s_exists (c, "rt:presence:user:ivy:r1") != 1)
+            ivy_stayed = false;
+        if (s_exists (c, "rt:presence:user:hal:r1") == 0)
+            gone_after = zclock_mono () - start;
+    }
+    if (t->verbose)
+        printf ("bridge_test: Redis key without KEEP gone after %" PRId64 " ms\n", gone_after);
+    s_check (t, gone_after >= 800, "a key without KEEP expires after about PRESENCE_TTL");
+    s_check (t, s_exists (c, "rt:presence:nodes:hal:r1") == 0, "so does its node set");
+    s_check (t, ivy_stayed, "a key refreshed by KEEP stays");
+
+    //  DOWNs that wait for Redis longer than PRESENCE_TTL have nothing left
+    //  to delete: they are forgotten, so a long outage holds few of them.
+    redisFree (c);
+    s_redis_kill (&redis);
+    s_check (t, s_await_connected (bridge, idle, 0, TEST_TIMEOUT) >= 0, "Redis gone again");
+    for (int i = 0; i < 50; i++) {
+        char user [16];
+        snprintf (user, sizeof user, "u%d", i);
+        zsock_send (to_bridge, "sss", "PRESENCE_UP", user, "r1");
+        zsock_send (to_bridge, "sss", "PRESENCE_DOWN", user, "r1");
+    }
+    //  Time is the behaviour here: one TTL and one sweep interval.
+    s_wait (idle, 2100);
+    s_check (t, s_redis_start (&redis, idle), "redis-server restarts");
+    s_check (t, s_await_connected (bridge, idle, 1, 12000) >= 0, "the bridge reconnects");
+    s_sync (t, to_bridge, router, "a sync after reconnecting");
+    c = s_client (&redis);
+    assert (c);
+    long long scripts = s_calls (c, "evalsha");
+    if (t->verbose)
+        printf ("bridge_test: presence scripts after the long outage: %lld\n", scripts);
+    s_check (t, scripts == 2, "after the outage only hal and ivy are re-asserted; "
+             "the 50 DOWNs older than PRESENCE_TTL were forgotten");
+    s_stop (&bridge, &to_bridge);
+    config->presence_ttl = 60;
+
+    //  A unix socket URL.
+    char unix_url [128];
+    snprintf (unix_url, sizeof unix_url, "unix://%s", redis.unix_path);
+    free (config->redis_url);
+    config->redis_url = strdup (unix_url);
+    bridge = s_start (t, config, router, &to_bridge);
+    s_check (t, s_status (bridge).connected == 1, "unix:///path connects");
+    s_stop (&bridge, &to_bridge);
+
+    //  AUTH and SELECT: errors are a failed connection, never a crash.
+    freeReplyObject (s_run (c, (const char *[]) { "CONFIG", "SET", "requirepass", "s3cret", NULL }));
+    snprintf (url, sizeof url, "redis://:wrong@127.0.0.1:%d/3", redis.port);
+    s_test_redis_refused (t, config, url, idle, "a wrong password: not connected, still answering");
+    snprintf (url, sizeof url, "redis://127.0.0.1:%d/3", redis.port);
+    s_test_redis_refused (t, config, url, idle, "no password where one is needed: not connected");
+    snprintf (url, sizeof url, "redis://:s3cret@127.0.0.1:%d/99", redis.port);
+    s_test_redis_refused (t, config, url, idle, "a db out of range: not connected");
+    snprintf (url, sizeof url, "redis://:s3cret@127.0.0.1:%d/3", redis.port);
+    free (config->redis_url);
+    config->redis_url = strdup (url);
+    bridge = s_start (t, config, router, &to_bridge);
+    zsock_send (to_bridge, "sss", "PRESENCE_UP", "gus", "r1");
+    s_sync (t, to_bridge, router, "PRESENCE_UP gus with a password and db 3");
+    freeReplyObject (s_run (c, (const char *[]) { "SELECT", "3", NULL }));
+    s_check (t, s_exists (c, "rt:presence:user:gus:r1") == 1, "the right password: the key is in db 3");
+    freeReplyObject (s_run (c, (const char *[]) { "SELECT", "0", NULL }));
+    s_check (t, s_exists (c, "rt:presence:user:gus:r1") == 0, "and not in db 0");
+    s_stop (&bridge, &to_bridge);
+
+    redisFree (c);
+    s_redis_kill (&redis);
+    unlink (redis.unix_path);
+    free (config->redis_url);
+    config->redis_url = NULL;
+}
+
+int
+bridge_test (bool verbose)
+{
+    test_t test = { verbose, 0, 0 };
+    test_t *t = &test;
+    if (verbose)
+        rtws_log_set_level (RTWS_LOG_DEBUG);
+    else
+        rtws_log_set_level (RTWS_LOG_ERROR);
+
+    rtws_config_t *config = rtws_config_new ();
+    assert (config);
+
+    //  Play the router and the gateway: bind the endpoints the bridge pushes to.
+    zsock_t *router = zsock_new_pull ("@" RTWS_EP_ROUTER);
+    zsock_t *gateway = zsock_new_pull ("@" RTWS_EP_GATEWAY);
+    zpoller_t *idle = zpoller_new (NULL);
+    assert (router && gateway && idle);
+    zsock_set_rcvtimeo (router, TEST_TIMEOUT);
+    zsock_set_rcvtimeo (gateway, TEST_TIMEOUT);
+
+    int64_t start = zclock_mono ();
+    s_test_memory (t, config, router, gateway, idle);
+    int64_t memory_done = zclock_mono ();
+    s_test_redis (t, config, router, gateway, idle);
+    if (verbose)
+        printf ("bridge_test: memory engine %" PRId64 " ms, Redis engine %" PRId64 " ms\n",
+                memory_done - start, zclock_mono () - memory_done);
 
     zsock_set_rcvtimeo (router, 0);
     zmsg_t *stray = zmsg_recv (router);
     s_check (t, stray == NULL, "nothing unexpected left on the router socket");
     zmsg_destroy (&stray);
+    zsock_set_rcvtimeo (gateway, 0);
+    stray = zmsg_recv (gateway);
+    s_check (t, stray == NULL, "nothing unexpected left on the gateway socket");
+    zmsg_destroy (&stray);
+    zpoller_destroy (&idle);
+    zsock_destroy (&gateway);
     zsock_destroy (&router);
     rtws_config_destroy (&config);
 

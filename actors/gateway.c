@@ -852,16 +852,16 @@ s_deliver (gateway_t *self, zmsg_t *msg)
 static void
 s_refused (gateway_t *self, zmsg_t *msg)
 {
-    zframe_t *conn = zmsg_pop (msg);
+    //  czmq's "8" picture travels as decimal text, not 8 binary bytes.
+    char *conn = zmsg_popstr (msg);
     char *ref = zmsg_popstr (msg);
-    assert (conn && zframe_size (conn) == sizeof (rtws_conn_id_t) && ref);
-    rtws_conn_id_t id;
-    memcpy (&id, zframe_data (conn), sizeof id);
-    struct lws *wsi = s_connmap_get (&self->conns, id);
+    assert (conn && ref);
+    rtws_conn_id_t id = strtoull (conn, NULL, 10);
+    struct lws *wsi = id ? s_connmap_get (&self->conns, id) : NULL;
     if (wsi)
         s_session_send_text (self, wsi, (s_session_t *) lws_wsi_user (wsi),
                              codec_system_error ("unavailable", ref, NULL));
-    zframe_destroy (&conn);
+    zstr_free (&conn);
     zstr_free (&ref);
 }
 

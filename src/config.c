@@ -23,6 +23,13 @@
       digits ("redis://h/" is refused), or unix:// with an absolute path
       short enough for sun_path. It is checked on set and again by
       rtws_config_check, which the header promises.
+    - rtws_redis_url_parse hands the password over exactly as written:
+      no %-decoding, so a password holding "@" is written as is (the last
+      "@" ends it) and one holding "%" is taken literally. A unix:// URL
+      carries no password or db (the contract's shape); db 0 is used.
+    - REDIS_OUTBOX_SIZE (default 10000, 1..1000000) bounds what the Redis
+      engine holds for Redis: PUBLISHes waiting plus commands sent and not
+      yet answered.
     - ALLOWED_ORIGINS holds at most 256 entries; "*" is refused with a hint
       that an empty list already means "any Origin".
     - JWT_PUBLIC_KEY_FILE must be a regular file of at most 64 KiB that
@@ -100,6 +107,8 @@ static const s_var_t s_vars [] = {
       "expected text without control characters, at most 1024 bytes" },
     { "REDIS_URL", S_REDIS, S_FIELD (redis_url), CONFIG_URL_MAX,
       "expected redis://[:password@]host[:port][/db] or unix:///path" },
+    { "REDIS_OUTBOX_SIZE", S_SIZE, S_FIELD (redis_outbox_size), 1000000,
+      "expected a positive integer of messages, at most 1000000" },
     { "ALLOWED_ORIGINS", S_ORIGINS, S_FIELD (allowed_origins), CONFIG_ORIGINS_MAX,
       "expected comma-separated scheme://host[:port]" },
     { "PRESENCE_TTL", S_INT, S_FIELD (presence_ttl), 86400,
@@ -157,6 +166,7 @@ rtws_config_new (void)
     self->max_message_size = 65536;
     self->max_queue_bytes = 1048576;
     self->max_queue_messages = 4096;
+    self->redis_outbox_size = 10000;
     self->permessage_deflate = false;
     return self;
 }
@@ -693,4 +703,64 @@ rtws_config_origin_allowed (const rtws_config_t *self, const char *origin)
         if (strcmp (origin, self->allowed_origins [i]) == 0)
             return true;
     return false;
+}
+
+void
+rtws_redis_url_clear (rtws_redis_url_t *parts)
+{
+    assert (parts);
+    free (parts->host);
+    free (parts->password);
+    free (parts->unix_path);
+    memset (parts, 0, sizeof *parts);
+}
+
+//  The shape was checked by s_redis_url_ok, so splitting needs no more
+//  checks: the same landmarks ("@" last, "]" or ":" / "/" after the host)
+//  cut it into the same pieces.
+int
+rtws_redis_url_parse (const char *url, rtws_redis_url_t *parts)
+{
+    assert (parts);
+    memset (parts, 0, sizeof *parts);
+    if (!url || !s_redis_url_ok (url))
+        return -1;
+    parts->port = 6379;
+    if (strncmp (url, "unix://", 7) == 0) {
+        parts->unix_path = strdup (url + 7);
+        if (!parts->unix_path)
+            return -1;
+        return 0;
+    }
+    const char *p = url + 8;
+    const char *at = strrchr (p, '@');
+    if (at) {
+        parts->password = strndup (p + 1, (size_t) (at - p - 1));
+        if (!parts->password)
+            return -1;
+        p = at + 1;
+    }
+    const char *host_end;
+    if (*p == '[') {
+        const char *close = strchr (p, ']');
+        parts->host = strndup (p + 1, (size_t) (close - p - 1));
+        host_end = close + 1;
+    }
+    else {
+        host_end = p + strcspn (p, ":/");
+        parts->host = strndup (p, (size_t) (host_end - p));
+    }
+    if (!parts->host) {
+        rtws_redis_url_clear (parts);
+        return -1;
+    }
+    p = host_end;
+    if (*p == ':') {
+        const char *port_end = p + 1 + strcspn (p + 1, "/");
+        parts->port = (int) s_digits (p + 1, port_end, 65535);
+        p = port_end;
+    }
+    if (*p == '/')
+        parts->db = (int) s_digits (p + 1, p + 1 + strlen (p + 1), INT_MAX);
+    return 0;
 }

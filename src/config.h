@@ -21,6 +21,8 @@ typedef struct {
     char *jwt_audience;         //  JWT_AUDIENCE or NULL
     char *jwt_issuer;           //  JWT_ISSUER or NULL
     char *redis_url;            //  REDIS_URL or NULL (NULL = memory engine)
+    size_t redis_outbox_size;   //  REDIS_OUTBOX_SIZE, PUBLISHes waiting for Redis plus
+                                //  commands sent and unanswered, 1..1000000
     char **allowed_origins;     //  ALLOWED_ORIGINS, each normalised (origin.h)
     size_t allowed_origins_count; //  0 = any Origin accepted
     int presence_ttl;           //  PRESENCE_TTL seconds, > 0
@@ -59,5 +61,24 @@ int rtws_config_check (rtws_config_t *self, char *err, size_t errlen);
 
 //  True when origin (already normalised) is allowed by ALLOWED_ORIGINS.
 bool rtws_config_origin_allowed (const rtws_config_t *self, const char *origin);
+
+//  The parts of a REDIS_URL. Exactly one of host and unix_path is set.
+typedef struct {
+    char *host;                 //  redis://: host name or address, an IPv6
+                                //  literal without its brackets; NULL for unix://
+    int port;                   //  redis://: 6379 when the URL names none
+    char *password;             //  the text between ":" and the last "@", taken
+                                //  verbatim (no %-decoding); NULL when none
+    int db;                     //  the "/db" number, 0 when the URL names none
+    char *unix_path;            //  unix://: the socket path; NULL for redis://
+} rtws_redis_url_t;
+
+//  Splits url (a value REDIS_URL accepts) into *parts, which the caller
+//  clears with rtws_redis_url_clear. Returns 0, or -1 with *parts all zero
+//  when url is not a valid REDIS_URL (or memory ran out).
+int rtws_redis_url_parse (const char *url, rtws_redis_url_t *parts);
+
+//  Frees what rtws_redis_url_parse allocated and zeroes *parts; idempotent.
+void rtws_redis_url_clear (rtws_redis_url_t *parts);
 
 #endif

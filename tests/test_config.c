@@ -48,6 +48,7 @@ s_render (const rtws_config_t *cfg, const char *name, char *buf, size_t size)
     else if (strcmp (name, "MAX_MESSAGE_SIZE") == 0) number = (long long) cfg->max_message_size;
     else if (strcmp (name, "MAX_QUEUE_BYTES") == 0) number = (long long) cfg->max_queue_bytes;
     else if (strcmp (name, "MAX_QUEUE_MESSAGES") == 0) number = (long long) cfg->max_queue_messages;
+    else if (strcmp (name, "REDIS_OUTBOX_SIZE") == 0) number = (long long) cfg->redis_outbox_size;
     else if (strcmp (name, "PERMESSAGE_DEFLATE") == 0) number = cfg->permessage_deflate;
     else if (strcmp (name, "ALLOWED_ORIGINS") == 0) {
         size_t out = 0;
@@ -104,6 +105,7 @@ s_test_defaults (void)
         { "MAX_MESSAGE_SIZE", "65536" },
         { "MAX_QUEUE_BYTES", "1048576" },
         { "MAX_QUEUE_MESSAGES", "4096" },
+        { "REDIS_OUTBOX_SIZE", "10000" },
         { "LOG_LEVEL", "info" },
         { "PERMESSAGE_DEFLATE", "0" },
     };
@@ -293,6 +295,14 @@ static const set_row_t s_set_rows [] = {
     { "MAX_QUEUE_MESSAGES", OK ("1048576", "1048576") },
     { "MAX_QUEUE_MESSAGES", BAD ("1048577", "invalid MAX_QUEUE_MESSAGES=\"1048577\"") },
     { "MAX_QUEUE_MESSAGES", BAD ("0", "invalid MAX_QUEUE_MESSAGES=\"0\"") },
+    { "REDIS_OUTBOX_SIZE", OK ("1", "1") },
+    { "REDIS_OUTBOX_SIZE", OK ("500", "500") },
+    { "REDIS_OUTBOX_SIZE", OK ("1000000", "1000000") },
+    { "REDIS_OUTBOX_SIZE", BAD ("1000001", "invalid REDIS_OUTBOX_SIZE=\"1000001\": expected a positive integer of messages, at most 1000000") },
+    { "REDIS_OUTBOX_SIZE", BAD ("0", "invalid REDIS_OUTBOX_SIZE=\"0\"") },
+    { "REDIS_OUTBOX_SIZE", BAD ("-1", "invalid REDIS_OUTBOX_SIZE=\"-1\"") },
+    { "REDIS_OUTBOX_SIZE", BAD ("10k", "invalid REDIS_OUTBOX_SIZE=\"10k\"") },
+    { "REDIS_OUTBOX_SIZE", BAD ("", "invalid REDIS_OUTBOX_SIZE=\"\"") },
 
     { "LOG_LEVEL", OK ("error", "error") },
     { "LOG_LEVEL", OK ("warn", "warn") },
@@ -600,7 +610,7 @@ static const char *s_names [] = {
     "HOST", "PORT", "JWT_SECRET", "JWT_ALG", "JWT_PUBLIC_KEY_FILE", "JWT_AUDIENCE",
     "JWT_ISSUER", "REDIS_URL", "ALLOWED_ORIGINS", "PRESENCE_TTL", "HEARTBEAT_INTERVAL",
     "IDLE_TIMEOUT", "MAX_MESSAGE_SIZE", "MAX_QUEUE_BYTES", "MAX_QUEUE_MESSAGES",
-    "LOG_LEVEL", "PERMESSAGE_DEFLATE"
+    "REDIS_OUTBOX_SIZE", "LOG_LEVEL", "PERMESSAGE_DEFLATE"
 };
 #define NAMES (sizeof s_names / sizeof s_names [0])
 
@@ -623,9 +633,13 @@ static const env_row_t s_env_rows [] = {
         { "LOG_LEVEL", "debug" }, { "PERMESSAGE_DEFLATE", "1" } } },
     { "REDIS_URL and JWT claims",
       { { "REDIS_URL", "redis://redis:6379/0" }, { "JWT_AUDIENCE", "aud" },
-        { "JWT_ISSUER", "iss" }, { "HOST", "0.0.0.0" }, { NULL } }, 0,
+        { "JWT_ISSUER", "iss" }, { "HOST", "0.0.0.0" }, { "REDIS_OUTBOX_SIZE", "250" },
+        { NULL } }, 0,
       { { "REDIS_URL", "redis://redis:6379/0" }, { "JWT_AUDIENCE", "aud" },
-        { "JWT_ISSUER", "iss" }, { "HOST", "0.0.0.0" } } },
+        { "JWT_ISSUER", "iss" }, { "HOST", "0.0.0.0" }, { "REDIS_OUTBOX_SIZE", "250" } } },
+    { "bad REDIS_OUTBOX_SIZE stops loading",
+      { { "REDIS_OUTBOX_SIZE", "0" }, { NULL } }, -1,
+      { { "invalid REDIS_OUTBOX_SIZE=\"0\": expected a positive integer of messages" } } },
     { "empty optional variables mean unset",
       { { "REDIS_URL", "" }, { "ALLOWED_ORIGINS", "" }, { "JWT_AUDIENCE", "" }, { NULL } }, 0,
       { { "REDIS_URL", "(null)" }, { "ALLOWED_ORIGINS", "" }, { "JWT_AUDIENCE", "(null)" } } },
@@ -689,6 +703,90 @@ s_test_load_env (void)
 }
 
 //  ---------------------------------------------------------------------
+//  rtws_redis_url_parse: what the Redis engine connects to
+
+typedef struct {
+    const char *url;
+    int rc;
+    const char *host;           //  NULL = must be NULL
+    int port;
+    const char *password;
+    int db;
+    const char *unix_path;
+} url_row_t;
+
+static const url_row_t s_url_rows [] = {
+    //  defaults: port 6379, db 0, no password
+    { "redis://localhost", 0, "localhost", 6379, NULL, 0, NULL },
+    { "redis://localhost:6380", 0, "localhost", 6380, NULL, 0, NULL },
+    { "redis://localhost/3", 0, "localhost", 6379, NULL, 3, NULL },
+    { "redis://127.0.0.1:1/0", 0, "127.0.0.1", 1, NULL, 0, NULL },
+    { "redis://redis:65535/15", 0, "redis", 65535, NULL, 15, NULL },
+    { "redis://r:007/007", 0, "r", 7, NULL, 7, NULL },
+    { "redis://h/2147483647", 0, "h", 6379, NULL, 2147483647, NULL },
+    //  passwords, verbatim: the last "@" ends them, no %-decoding
+    { "redis://:s3cret@redis.example.com:6380/2", 0, "redis.example.com", 6380, "s3cret", 2, NULL },
+    { "redis://:p@ss@host", 0, "host", 6379, "p@ss", 0, NULL },
+    { "redis://:a:b/c@host:1/1", 0, "host", 1, "a:b/c", 1, NULL },
+    { "redis://:p%40ss@host", 0, "host", 6379, "p%40ss", 0, NULL },
+    //  IPv6 literals lose their brackets
+    { "redis://[::1]:6379/1", 0, "::1", 6379, NULL, 1, NULL },
+    { "redis://[::1]", 0, "::1", 6379, NULL, 0, NULL },
+    { "redis://:pw@[fe80::1]:7000", 0, "fe80::1", 7000, "pw", 0, NULL },
+    //  unix sockets: path only
+    { "unix:///var/run/redis/redis.sock", 0, NULL, 6379, NULL, 0, "/var/run/redis/redis.sock" },
+    { "unix:///s", 0, NULL, 6379, NULL, 0, "/s" },
+    //  anything REDIS_URL refuses is refused here too, with nothing allocated
+    { "", -1, NULL, 0, NULL, 0, NULL },
+    { "localhost:6379", -1, NULL, 0, NULL, 0, NULL },
+    { "redis://", -1, NULL, 0, NULL, 0, NULL },
+    { "redis://host:0", -1, NULL, 0, NULL, 0, NULL },
+    { "redis://host:65536", -1, NULL, 0, NULL, 0, NULL },
+    { "redis://host/", -1, NULL, 0, NULL, 0, NULL },
+    { "redis://host/99999999999", -1, NULL, 0, NULL, 0, NULL },
+    { "redis://user:pw@host", -1, NULL, 0, NULL, 0, NULL },
+    { "redis://:@host", -1, NULL, 0, NULL, 0, NULL },
+    { "redis://[::1", -1, NULL, 0, NULL, 0, NULL },
+    { "unix://relative.sock", -1, NULL, 0, NULL, 0, NULL },
+    { "rediss://host", -1, NULL, 0, NULL, 0, NULL },
+};
+
+static bool
+s_same (const char *got, const char *expected)
+{
+    if (!got || !expected)
+        return got == expected;
+    return strcmp (got, expected) == 0;
+}
+
+static void
+s_test_url_parse (void)
+{
+    for (size_t i = 0; i < sizeof s_url_rows / sizeof s_url_rows [0]; i++) {
+        const url_row_t *row = &s_url_rows [i];
+        rtws_redis_url_t parts;
+        memset (&parts, 0x5a, sizeof parts);    //  parse must overwrite every field
+        int rc = rtws_redis_url_parse (row->url, &parts);
+        bool ok = rc == row->rc
+               && s_same (parts.host, row->host) && parts.port == row->port
+               && s_same (parts.password, row->password) && parts.db == row->db
+               && s_same (parts.unix_path, row->unix_path);
+        char label [160], detail [512];
+        snprintf (label, sizeof label, "url row %zu (\"%s\")", i + 1, row->url);
+        snprintf (detail, sizeof detail, "rc %d host %s port %d password %s db %d unix %s",
+                  rc, parts.host ? parts.host : "(null)", parts.port,
+                  parts.password ? parts.password : "(null)", parts.db,
+                  parts.unix_path ? parts.unix_path : "(null)");
+        s_row (ok, label, detail);
+        rtws_redis_url_clear (&parts);
+        s_row (!parts.host && !parts.password && !parts.unix_path, "clear zeroes the parts", label);
+        rtws_redis_url_clear (&parts);
+    }
+    rtws_redis_url_t parts;
+    s_row (rtws_redis_url_parse (NULL, &parts) == -1 && !parts.host, "a NULL url is refused", NULL);
+}
+
+//  ---------------------------------------------------------------------
 //  rtws_config_origin_allowed
 
 static void
@@ -733,6 +831,7 @@ main (void)
     s_test_set ();
     s_test_check ();
     s_test_load_env ();
+    s_test_url_parse ();
     s_test_origin_allowed ();
     printf ("test_config: %zu rows, %zu failed\n", s_rows_run, s_rows_failed);
     return s_rows_failed ? 1 : 0;

@@ -15,6 +15,10 @@ hangs is worse than none:
     "let things settle";
   * a failure names the behaviour it protects and shows the server log tail.
 
+Multi-node tests add a real redis-server (RedisServer, same promises, and
+it also dies with this process through PR_SET_PDEATHSIG) and several rtwsd
+nodes on it (Cluster).
+
 Usage in a test file:
 
     from rtws_harness import *
@@ -30,6 +34,7 @@ Usage in a test file:
 import asyncio
 import atexit
 import base64
+import ctypes
 import hashlib
 import hmac
 import json
@@ -48,7 +53,8 @@ import websockets.exceptions
 
 __all__ = [
     "RTWSD", "RTWS_TOKEN", "RTWS_FIXTURES", "SECRET", "HEX32",
-    "free_port", "Server", "run_once",
+    "free_port", "Server", "run_once", "REDIS_SERVER", "RedisServer", "Cluster",
+    "poll_until", "numsub", "wait_numsub", "presence_key", "recv_until",
     "b64url", "b64url_decode", "mint", "mint_none", "tamper_payload",
     "tamper_signature", "decode_jwt",
     "connect", "recv_json", "recv_frame_json", "expect_close", "expect_silence_then",
@@ -67,6 +73,7 @@ _TOP = os.path.dirname(os.path.dirname(_HERE))
 RTWSD = os.environ.get("RTWSD") or os.path.join(_TOP, "rtwsd")
 RTWS_TOKEN = os.environ.get("RTWS_TOKEN") or os.path.join(_TOP, "rtws-token")
 RTWS_FIXTURES = os.environ.get("RTWS_FIXTURES") or os.path.join(_TOP, "tests", "fixtures")
+REDIS_SERVER = os.environ.get("REDIS_SERVER") or "/usr/bin/redis-server"
 
 # Variables rtwsd reads: never inherited from the caller's environment, so a
 # developer's shell cannot change what a test means.
@@ -75,6 +82,7 @@ _CONFIG_VARS = (
     "JWT_AUDIENCE", "JWT_ISSUER", "REDIS_URL", "ALLOWED_ORIGINS",
     "PRESENCE_TTL", "HEARTBEAT_INTERVAL", "IDLE_TIMEOUT", "MAX_MESSAGE_SIZE",
     "MAX_QUEUE_BYTES", "MAX_QUEUE_MESSAGES", "LOG_LEVEL", "PERMESSAGE_DEFLATE",
+    "REDIS_OUTBOX_SIZE",
 )
 
 
@@ -156,6 +164,26 @@ for _sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGALRM):
     signal.signal(_sig, _on_fatal_signal)
 
 
+# PR_SET_PDEATHSIG: a child we start gets SIGKILL when this process dies, even
+# by SIGKILL (when no atexit or signal handler can run). The kernel ties it to
+# the thread that forked, so children are only ever started from the main
+# thread. prctl is looked up here, in the parent: the child between fork and
+# exec only makes the call.
+_PR_SET_PDEATHSIG = 1
+try:
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):
+    _prctl = None
+_parent_pid = os.getpid()
+
+
+def _die_with_parent():
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != _parent_pid:      # the parent died before prctl took hold
+        os._exit(1)
+
+
 def free_port():
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -212,7 +240,8 @@ class Server:
             self.proc = subprocess.Popen([RTWSD] + self.args, env=self.env,
                                          stdin=subprocess.DEVNULL,
                                          stdout=self.log_file, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+                                         start_new_session=True,
+                                         preexec_fn=_die_with_parent)
             _children.append(self.proc)
             _servers.append(self)
             self.label = f"rtwsd pid {self.proc.pid} port {self.port}"
@@ -266,6 +295,19 @@ class Server:
         """Signal the daemon itself (not its group)."""
         os.kill(self.proc.pid, sig)
 
+    def kill(self):
+        """SIGKILL the daemon's process group now: a crash, not a shutdown
+        (no close frames, no clean-up in Redis). The log stays readable."""
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+
     def wait_exit(self, timeout):
         """Blocking: the exit status, or None when still running at the deadline."""
         try:
@@ -310,6 +352,255 @@ class Server:
             if time.monotonic() > deadline:
                 return None
             await asyncio.sleep(0.05)   # polling a file with a deadline
+
+
+class Cluster:
+    """n rtwsd nodes sharing one Redis (REDIS_URL=redis_url), each on its own
+    free port. `with Cluster(redis.url, 3) as (a, b, c):` - every node is
+    killed when the block ends, whatever happens inside it."""
+
+    def __init__(self, redis_url, n, env=None):
+        self.redis_url = redis_url
+        self.n = n
+        self.env = dict(env or {})
+        self.nodes = []
+
+    def __enter__(self):
+        try:
+            for i in range(self.n):
+                env = dict(self.env)
+                env["REDIS_URL"] = self.redis_url
+                srv = Server(env)
+                self.nodes.append(srv)
+                srv.start()
+                srv.label += f" (node {'ABCDEFGHIJ'[i] if i < 10 else i})"
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return list(self.nodes)
+
+    def __exit__(self, exc_type, exc, tb):
+        for srv in self.nodes:
+            srv.stop()
+        return False
+
+
+class RedisServer:
+    """A real redis-server on a free port of 127.0.0.1, without persistence.
+
+    Runs in its own process group, dies with this process (PR_SET_PDEATHSIG)
+    and is killed when its `with` block ends, at exit and on SIGTERM/SIGHUP/
+    watchdog, like Server. The port is chosen once: stop() then start()
+    restarts Redis on the SAME port (a Redis restart as the nodes see it), and
+    a RedisServer may be created without starting it (start=False) to give a
+    node a REDIS_URL that nothing answers yet.
+
+        with RedisServer() as redis:
+            r = redis.client()
+            with Cluster(redis.url, 2) as (a, b):
+                ...
+                redis.stop(); ...; redis.start()
+                redis.pause(); ...; redis.resume()
+    """
+
+    def __init__(self, port=None, start=True, ready_timeout=10.0, args=()):
+        _need_binary(REDIS_SERVER, "redis-server")
+        self.fixed_port = port is not None
+        self.port = int(port) if port else free_port()
+        self.autostart = start
+        self.ready_timeout = ready_timeout
+        self.args = list(args)
+        self.proc = None
+        self.paused = False
+        self.log_file = None
+        self.log_path = None
+        self.label = f"redis-server (not started) port {self.port}"
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}"
+
+    # -- life cycle --------------------------------------------------------
+
+    def start(self):
+        """Start (or restart) redis-server; returns when it answers PING."""
+        require(not self.alive(), "RedisServer.start: redis-server is already running")
+        last_tail = ""
+        for attempt in range(3):
+            if self.log_file is None:
+                fd, self.log_path = tempfile.mkstemp(prefix="redis-", suffix=".log",
+                                                     dir=_tmpdir)
+                self.log_file = os.fdopen(fd, "ab")
+            argv = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
+                    "--save", "", "--appendonly", "no", "--daemonize", "no",
+                    "--protected-mode", "no"] + self.args
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                                         stdout=self.log_file, stderr=subprocess.STDOUT,
+                                         start_new_session=True,
+                                         preexec_fn=_die_with_parent)
+            self.paused = False
+            _children.append(self.proc)
+            if self not in _servers:
+                _servers.append(self)
+            self.label = f"redis-server pid {self.proc.pid} port {self.port}"
+            state = self._wait_ping()
+            if state == "ready":
+                return self
+            last_tail = self.log_tail()
+            _kill_group(self.proc, grace=1.0)
+            # Only a port race on a port we chose ourselves is worth a retry;
+            # a restart must keep its port.
+            if state == "exited" and re.search(r"in use", last_tail, re.I) \
+                    and not self.fixed_port and not getattr(self, "_started_once", False):
+                self.port = free_port()
+                continue
+            break
+        raise Failure(f"redis-server did not answer PING on 127.0.0.1:{self.port} "
+                      f"within {self.ready_timeout:.0f} s; log tail:\n{last_tail}")
+
+    def _wait_ping(self):
+        deadline = time.monotonic() + self.ready_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return "exited"
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                    s.settimeout(0.5)
+                    s.sendall(b"PING\r\n")
+                    if s.recv(64).startswith(b"+PONG"):
+                        self._started_once = True
+                        return "ready"
+            except OSError:
+                pass
+            time.sleep(0.02)   # polling with a deadline, not settling
+        return "timeout"
+
+    def stop(self, grace=3.0):
+        """Stop redis-server (SIGTERM, then SIGKILL); the port stays ours."""
+        if self.proc is not None:
+            if self.paused and self.proc.poll() is None:
+                self.resume()       # a stopped process cannot act on SIGTERM
+            _kill_group(self.proc, grace=grace)
+        self.paused = False
+
+    def kill(self):
+        """SIGKILL redis-server (a crash)."""
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            self.proc.wait(timeout=5)
+        self.paused = False
+
+    def pause(self):
+        """SIGSTOP: Redis keeps its sockets open but answers nothing."""
+        os.killpg(self.proc.pid, signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self):
+        """SIGCONT after pause()."""
+        os.killpg(self.proc.pid, signal.SIGCONT)
+        self.paused = False
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def __enter__(self):
+        if self.autostart:
+            self.start()
+        elif self not in _servers:
+            _servers.append(self)
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.stop()
+        if self.log_file is not None:
+            self.log_file.close()
+            self.log_file = None
+        return False
+
+    def client(self, **kw):
+        """A redis-py client (python3-redis) talking to this server, str replies."""
+        try:
+            import redis
+        except ImportError:
+            skip("python3-redis is not installed (apt-get install python3-redis)")
+        kw.setdefault("decode_responses", True)
+        kw.setdefault("socket_timeout", 5)
+        kw.setdefault("socket_connect_timeout", 2)
+        return redis.Redis(host="127.0.0.1", port=self.port, **kw)
+
+    # -- log ------------------------------------------------------------------
+
+    def log_text(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except (OSError, TypeError):
+            return ""
+
+    def log_tail(self, lines=20):
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def print_log_tail(self, lines=20):
+        print(f"----- log tail of {self.label} -----\n{self.log_tail(lines)}\n-----",
+              flush=True)
+
+
+async def poll_until(fn, timeout, interval=0.02):
+    """Calls fn() until it returns something true or timeout seconds pass.
+    Returns (ok, last value). The way to wait for a state with a deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value:
+            return True, value
+        if time.monotonic() >= deadline:
+            return False, value
+        await asyncio.sleep(interval)   # polling with a deadline
+
+
+def numsub(r, room):
+    """PUBSUB NUMSUB room:{room}: how many Redis connections (one per node
+    with local members, docs/PROTOCOL.md section 4) subscribe to the room."""
+    return dict(r.pubsub_numsub(f"room:{room}")).get(f"room:{room}", 0)
+
+
+async def wait_numsub(r, room, n, timeout=5.0):
+    """Waits until exactly n nodes subscribe to room; (ok, last count)."""
+    last = [None]
+
+    def probe():
+        last[0] = numsub(r, room)
+        return last[0] == n
+    ok, _ = await poll_until(probe, timeout)
+    return ok, last[0]
+
+
+def presence_key(user, room):
+    """The seed-compatible presence key (docs/PROTOCOL.md section 4)."""
+    return f"rt:presence:user:{user}:{room}"
+
+
+async def recv_until(ws, done, timeout, what):
+    """Receives frames (heartbeats skipped) until done(frames) is true.
+    Returns the frames; raises Failure naming `what` at the deadline."""
+    frames = []
+    deadline = time.monotonic() + timeout
+    while not done(frames):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise Failure(f"{what}: gave up after {timeout} s with {len(frames)} "
+                          f"frames, last {frames[-3:]!r}")
+        try:
+            frames.append(await recv_json(ws, left, what))
+        except Failure as e:
+            if "nothing received" not in str(e):
+                raise
+            raise Failure(f"{what}: gave up after {timeout} s with {len(frames)} "
+                          f"frames, last {frames[-3:]!r}")
+    return frames
 
 
 def run_once(env, args=(), timeout=5.0, binary=None):

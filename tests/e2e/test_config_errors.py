@@ -32,6 +32,8 @@ BAD = [
     ({"ALLOWED_ORIGINS": "https://a.example.com/path"},
      ["ALLOWED_ORIGINS", "https://a.example.com/path"]),
     ({"REDIS_URL": "http://x"}, ["REDIS_URL", "http://x"]),
+    ({"REDIS_URL": "unix://relative/path"}, ["REDIS_URL", "unix://relative/path"]),
+    ({"REDIS_URL": "redis://:@host"}, ["REDIS_URL", "@host"]),   # empty password
     # Files that exist but hold no usable key: refused by the auth actor.
     ({"JWT_ALG": "RS256", "JWT_PUBLIC_KEY_FILE": os.path.join(RTWS_FIXTURES, "not-a-key.pem")},
      ["JWT_PUBLIC_KEY_FILE"]),
