@@ -66,6 +66,7 @@
 #include "log.h"
 #include "origin.h"
 #include "rtws.h"
+#include "token.h"
 
 #define GW "gateway"
 
@@ -416,96 +417,44 @@ s_room_valid (const char *room)
 }
 
 //  Finds the token: query "token", cookie "access_token", then
-//  "Authorization: Bearer". Returns 1 when found (copied into token),
-//  0 when absent, -1 when present but longer than RTWS_TOKEN_MAX.
+//  "Authorization: Bearer" (token.c reads each source). Returns 1 when
+//  found (copied into token), 0 when absent, -1 when present but too large.
 static int
 s_find_token (struct lws *wsi, char *token, size_t size)
 {
-    //  Query: lws splits the arguments into url-decoded fragments.
+    //  Query: lws splits the arguments into url-decoded fragments; one
+    //  longer than the token bound plus "token=" cannot be a usable token.
+    char arg [RTWS_TOKEN_MAX + 8];
     for (int index = 0; ; index++) {
         int flen = lws_hdr_fragment_length (wsi, WSI_TOKEN_HTTP_URI_ARGS, index);
         if (flen <= 0)
             break;
-        char head [7];
-        if (lws_hdr_copy_fragment (wsi, head, sizeof head, WSI_TOKEN_HTTP_URI_ARGS, index) < 0) {
-            //  Longer than head: copy it all only when it is ours.
-            char *arg = malloc ((size_t) flen + 1);
-            if (!arg)
-                return -1;
-            int rc = 0;
-            if (lws_hdr_copy_fragment (wsi, arg, flen + 1, WSI_TOKEN_HTTP_URI_ARGS, index) >= 0
-            &&  strncmp (arg, "token=", 6) == 0) {
-                if ((size_t) flen - 6 >= size)
-                    rc = -1;
-                else {
-                    strcpy (token, arg + 6);
-                    rc = token [0] ? 1 : 0;
-                }
-            }
-            free (arg);
-            if (rc)
-                return rc;
+        int rc;
+        if ((size_t) flen >= sizeof arg) {
+            char head [7];
+            lws_hdr_copy_fragment (wsi, head, sizeof head, WSI_TOKEN_HTTP_URI_ARGS, index);
+            rc = strncmp (head, "token=", 6) == 0 ? -1 : 0;
         }
         else
-        if (strncmp (head, "token=", 6) == 0) {
-            strcpy (token, head + 6);
-            if (token [0])
-                return 1;
-        }
-    }
-    //  Cookie: "a=b; access_token=...; c=d".
-    int clen = lws_hdr_total_length (wsi, WSI_TOKEN_HTTP_COOKIE);
-    if (clen > 0) {
-        char *cookies = malloc ((size_t) clen + 1);
-        if (!cookies)
-            return -1;
-        int rc = 0;
-        if (lws_hdr_copy (wsi, cookies, clen + 1, WSI_TOKEN_HTTP_COOKIE) >= 0) {
-            char *save = NULL;
-            for (char *pair = strtok_r (cookies, ";", &save); pair; pair = strtok_r (NULL, ";", &save)) {
-                while (*pair == ' ' || *pair == '\t')
-                    pair++;
-                if (strncmp (pair, "access_token=", 13) == 0) {
-                    const char *value = pair + 13;
-                    size_t vlen = strcspn (value, " \t");
-                    if (vlen >= size)
-                        rc = -1;
-                    else
-                    if (vlen > 0) {
-                        memcpy (token, value, vlen);
-                        token [vlen] = 0;
-                        rc = 1;
-                    }
-                    break;
-                }
-            }
-        }
-        free (cookies);
+        if (lws_hdr_copy_fragment (wsi, arg, sizeof arg, WSI_TOKEN_HTTP_URI_ARGS, index) < 0)
+            rc = 0;
+        else
+            rc = token_from_query_arg (arg, token, size);
         if (rc)
             return rc;
     }
-    //  Authorization: Bearer <jwt>.
-    int alen = lws_hdr_total_length (wsi, WSI_TOKEN_HTTP_AUTHORIZATION);
-    if (alen > 0) {
-        if ((size_t) alen >= size + 7)
-            return -1;
-        char *auth = malloc ((size_t) alen + 1);
-        if (!auth)
-            return -1;
-        int rc = 0;
-        if (lws_hdr_copy (wsi, auth, alen + 1, WSI_TOKEN_HTTP_AUTHORIZATION) >= 0
-        &&  strncasecmp (auth, "Bearer ", 7) == 0) {
-            const char *value = auth + 7;
-            while (*value == ' ')
-                value++;
-            size_t vlen = strcspn (value, " \t");
-            if (vlen > 0 && vlen < size) {
-                memcpy (token, value, vlen);
-                token [vlen] = 0;
-                rc = 1;
-            }
-        }
-        free (auth);
+    //  Headers: lws caps their total size (max_http_header_data), so a
+    //  buffer of that size holds any of them.
+    char header [RTWS_HEADER_MAX];
+    if (lws_hdr_total_length (wsi, WSI_TOKEN_HTTP_COOKIE) > 0
+    &&  lws_hdr_copy (wsi, header, sizeof header, WSI_TOKEN_HTTP_COOKIE) > 0) {
+        int rc = token_from_cookie (header, token, size);
+        if (rc)
+            return rc;
+    }
+    if (lws_hdr_total_length (wsi, WSI_TOKEN_HTTP_AUTHORIZATION) > 0
+    &&  lws_hdr_copy (wsi, header, sizeof header, WSI_TOKEN_HTTP_AUTHORIZATION) > 0) {
+        int rc = token_from_authorization (header, token, size);
         if (rc)
             return rc;
     }
@@ -1042,7 +991,7 @@ gateway_new (zsock_t *pipe, const rtws_config_t *config)
     if (config->permessage_deflate)
         info.extensions = s_extensions;
     //  Long JWTs live in headers and the query: give them room, bounded.
-    info.max_http_header_data = (unsigned short) (RTWS_TOKEN_MAX + 4096);
+    info.max_http_header_data = (unsigned short) RTWS_HEADER_MAX;
     info.max_http_header_pool = 256;
     //  A handshake that does not complete in time is dropped (slowloris).
     info.timeout_secs = 10;

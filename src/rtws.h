@@ -24,6 +24,9 @@
 #define RTWS_USER_MAX     256
 /* Longest token we hand to libjwt; anything longer is rejected unparsed. */
 #define RTWS_TOKEN_MAX    8192
+/* Room for all request headers of a handshake (lws max_http_header_data):
+   a largest token in a cookie or Authorization header plus the rest. */
+#define RTWS_HEADER_MAX   (RTWS_TOKEN_MAX + 4096)
 
 /* Connection ids are node-local, assigned by the gateway, never reused. */
 typedef uint64_t rtws_conn_id_t;
