@@ -103,6 +103,10 @@ typedef struct {
     int close_code;             //  non-zero: close at the next WRITEABLE
     const char *close_reason;   //  static text sent with close_code
     int64_t kill_at;            //  monotonic us: drop without a close frame
+    double tokens;              //  rate limit bucket: frames that may come now
+    int64_t refilled;           //  monotonic us the bucket was last filled
+    size_t strikes;             //  frames refused in a row by the rate limit
+    char peer [48];             //  client address, counted per address
 } s_session_t;
 
 //  A connection id -> wsi map (open addressing, linear probing).
@@ -135,6 +139,8 @@ typedef struct {
     uint64_t auth_seq;          //  last VERIFY sequence number
     rtws_conn_id_t next_id;     //  last connection id handed out
     s_connmap_t conns;          //  live (ESTABLISHED) connections
+    zhashx_t *per_peer;         //  client address -> live connections (as a
+                                //  pointer-sized count), when capped
     bool stopping;              //  $TERM seen: refuse, close, then exit
     bool done;                  //  the service loop may end
     int64_t stop_deadline;      //  monotonic us: give up on slow closers
@@ -502,13 +508,30 @@ s_verify (gateway_t *self, const char *token, char *user, size_t user_size, int6
 static int
 s_filter (gateway_t *self, struct lws *wsi, s_session_t *session)
 {
-    char peer [64] = "";
-    lws_get_peer_simple (wsi, peer, sizeof peer);
+    char *peer = session->peer;
+    lws_get_peer_simple (wsi, peer, sizeof session->peer);
     if (self->stopping)
         return s_reject (wsi, 503, "Service Unavailable", "shutting down");
 
+    //  0. Capacity, before any work: the node's and this address's share.
+    if (self->conns.count >= self->config->max_connections) {
+        log_warn (GW, "refused %s: MAX_CONNECTIONS (%zu) reached", peer,
+                  self->config->max_connections);
+        return s_reject (wsi, 503, "Service Unavailable", "server full");
+    }
+    if (self->per_peer && (size_t) (uintptr_t) zhashx_lookup (self->per_peer, peer)
+                          >= self->config->max_connections_per_ip) {
+        log_warn (GW, "refused %s: MAX_CONNECTIONS_PER_IP (%zu) reached", peer,
+                  self->config->max_connections_per_ip);
+        return s_reject (wsi, 429, "Too Many Requests", "too many connections");
+    }
+
     //  1. Room from the path: /ws/{room}
     char uri [256];
+    if (lws_hdr_total_length (wsi, WSI_TOKEN_GET_URI) >= (int) sizeof uri) {
+        log_info (GW, "refused %s: URI too long", peer);
+        return s_reject (wsi, 414, "URI Too Long", "uri too long");
+    }
     int ulen = lws_hdr_copy (wsi, uri, sizeof uri, WSI_TOKEN_GET_URI);
     if (ulen < 0 || strncmp (uri, "/ws/", 4) != 0) {
         if (ulen >= 0 && strncmp (uri, "/ws/", 4) != 0 && strcmp (uri, "/ws") != 0)
@@ -570,6 +593,12 @@ s_established (gateway_t *self, struct lws *wsi, s_session_t *session)
     session->last_touch = now;
     session->next_ping = now + (int64_t) self->config->heartbeat_interval * 1000000LL;
     s_connmap_put (&self->conns, session->id, wsi);
+    session->tokens = (double) self->config->rate_burst;
+    session->refilled = now;
+    if (self->per_peer) {
+        size_t count = (size_t) (uintptr_t) zhashx_lookup (self->per_peer, session->peer);
+        zhashx_update (self->per_peer, session->peer, (void *) (uintptr_t) (count + 1));
+    }
     if (zsock_send (self->router, "s8s", "JOIN", session->id, session->room) == -1
     ||  zsock_send (self->presence, "s8ss", "CONNECT", session->id, session->user, session->room) == -1)
         log_error (GW, "conn %" PRIu64 ": router or presence queue full", session->id);
@@ -585,6 +614,13 @@ s_closed (gateway_t *self, struct lws *wsi, s_session_t *session)
 {
     if (session->id) {
         s_connmap_remove (&self->conns, session->id);
+        if (self->per_peer) {
+            size_t count = (size_t) (uintptr_t) zhashx_lookup (self->per_peer, session->peer);
+            if (count > 1)
+                zhashx_update (self->per_peer, session->peer, (void *) (uintptr_t) (count - 1));
+            else
+                zhashx_delete (self->per_peer, session->peer);
+        }
         zsock_send (self->router, "s8s", "LEAVE", session->id, session->room);
         zsock_send (self->presence, "s8", "DISCONNECT", session->id);
         log_info (GW, "close conn=%" PRIu64 " user=%s room=%s code=%d reason=\"%s\" duration=%.3fs",
@@ -602,6 +638,24 @@ s_closed (gateway_t *self, struct lws *wsi, s_session_t *session)
         self->done = true;
 }
 
+//  Token bucket: RATE_LIMIT frames per second, RATE_BURST deep. Returns
+//  true and takes a token when the frame may pass.
+static bool
+s_rate_allows (gateway_t *self, s_session_t *session)
+{
+    if (self->config->rate_limit == 0)
+        return true;
+    int64_t now = s_now_us ();
+    session->tokens += (double) (now - session->refilled) * (double) self->config->rate_limit / 1e6;
+    if (session->tokens > (double) self->config->rate_burst)
+        session->tokens = (double) self->config->rate_burst;
+    session->refilled = now;
+    if (session->tokens < 1.0)
+        return false;
+    session->tokens -= 1.0;
+    return true;
+}
+
 //  Handles one complete text message from the client.
 static void
 s_message (gateway_t *self, struct lws *wsi, s_session_t *session, const char *data, size_t len)
@@ -610,6 +664,20 @@ s_message (gateway_t *self, struct lws *wsi, s_session_t *session, const char *d
     codec_kind_t kind = codec_parse (data, len, session->room, &in);
     size_t olen = 0;
     char id [33];
+    if (!s_rate_allows (self, session)) {
+        //  Over the bucket: the frame is dropped and the client told; one
+        //  who keeps going for a whole burst more is closed.
+        if (++session->strikes >= self->config->rate_burst) {
+            log_warn (GW, "conn %" PRIu64 " user=%s: rate limited, closing", session->id,
+                      session->user);
+            s_session_close (wsi, session, LWS_CLOSE_STATUS_POLICY_VIOLATION, "rate limited");
+        }
+        else
+            s_session_send_text (self, wsi, session, codec_system_error ("rate_limited", in.id, NULL));
+        codec_in_clear (&in);
+        return;
+    }
+    session->strikes = 0;
     switch (kind) {
         case CODEC_IN_CHAT: {
             if (!in.id)
@@ -944,6 +1012,10 @@ gateway_new (zsock_t *pipe, const rtws_config_t *config)
     self->pipe = pipe;
     self->port = -1;
 
+    if (config->max_connections_per_ip > 0) {
+        self->per_peer = zhashx_new ();
+        assert (self->per_peer);
+    }
     self->pull = zsock_new (ZMQ_PULL);
     assert (self->pull);
     zsock_set_rcvhwm (self->pull, 100000);
@@ -994,7 +1066,8 @@ gateway_new (zsock_t *pipe, const rtws_config_t *config)
     info.max_http_header_data = (unsigned short) RTWS_HEADER_MAX;
     info.max_http_header_pool = 256;
     //  A handshake that does not complete in time is dropped (slowloris).
-    info.timeout_secs = 10;
+    info.timeout_secs = (unsigned int) config->handshake_timeout;
+    info.timeout_secs_ah_idle = (unsigned int) config->handshake_timeout;
     self->context = lws_create_context (&info);
     if (!self->context) {
         log_error (GW, "cannot listen on %s:%d", config->host, config->port);
@@ -1028,6 +1101,7 @@ gateway_destroy (gateway_t **self_p)
     if (self->context)
         lws_context_destroy (self->context);
     free (self->conns.slots);
+    zhashx_destroy (&self->per_peer);
     zsock_destroy (&self->auth);
     zsock_destroy (&self->presence);
     zsock_destroy (&self->router);

@@ -71,6 +71,7 @@ typedef enum {
     S_TEXT,         //  optional text, no control characters
     S_INT,          //  int 1..max
     S_SIZE,         //  size_t 1..max
+    S_SIZE0,        //  size_t 0..max, 0 = off
     S_ALG,          //  one of s_algs
     S_LEVEL,        //  one of s_levels
     S_BOOL,         //  0/1 true/false yes/no on/off
@@ -127,6 +128,16 @@ static const s_var_t s_vars [] = {
       "expected one of error warn info debug" },
     { "PERMESSAGE_DEFLATE", S_BOOL, S_FIELD (permessage_deflate), 0,
       "expected 0/1, true/false, yes/no or on/off" },
+    { "RATE_LIMIT", S_SIZE0, S_FIELD (rate_limit), 1000000,
+      "expected messages per second per connection, 0 (off) to 1000000" },
+    { "RATE_BURST", S_SIZE, S_FIELD (rate_burst), 1000000,
+      "expected a positive integer of messages, at most 1000000" },
+    { "MAX_CONNECTIONS", S_SIZE, S_FIELD (max_connections), 10000000,
+      "expected a positive integer of connections, at most 10000000" },
+    { "MAX_CONNECTIONS_PER_IP", S_SIZE0, S_FIELD (max_connections_per_ip), 10000000,
+      "expected connections per client address, 0 (off) to 10000000" },
+    { "HANDSHAKE_TIMEOUT", S_INT, S_FIELD (handshake_timeout), 300,
+      "expected a positive integer of seconds, at most 300" },
 };
 #define S_VARS_COUNT (sizeof s_vars / sizeof s_vars [0])
 
@@ -167,6 +178,11 @@ rtws_config_new (void)
     self->max_queue_bytes = 1048576;
     self->max_queue_messages = 4096;
     self->redis_outbox_size = 10000;
+    self->rate_limit = 50;
+    self->rate_burst = 100;
+    self->max_connections = 100000;
+    self->max_connections_per_ip = 0;
+    self->handshake_timeout = 5;
     self->permessage_deflate = false;
     return self;
 }
@@ -538,6 +554,12 @@ rtws_config_set (rtws_config_t *self, const char *name, const char *value,
                 return s_fail (err, errlen, var, value, "%s", var->expected);
             return s_store ((char **) field, value, var, err, errlen);
 
+        case S_SIZE0:
+            if (strcmp (value, "0") == 0) {
+                *(size_t *) field = 0;
+                return 0;
+            }
+            __attribute__ ((fallthrough));  //  any other value: a positive number
         case S_INT:
         case S_SIZE: {
             long long number;

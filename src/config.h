@@ -33,6 +33,11 @@ typedef struct {
     size_t max_queue_messages;  //  MAX_QUEUE_MESSAGES, per-connection unsent frames bound
     char *log_level;            //  LOG_LEVEL: error|warn|info|debug
     bool permessage_deflate;    //  PERMESSAGE_DEFLATE: 0|1, off by default
+    size_t rate_limit;          //  RATE_LIMIT, data frames/s per connection, 0 = off
+    size_t rate_burst;          //  RATE_BURST, token bucket depth
+    size_t max_connections;     //  MAX_CONNECTIONS, on this node
+    size_t max_connections_per_ip; //  MAX_CONNECTIONS_PER_IP, 0 = off
+    int handshake_timeout;      //  HANDSHAKE_TIMEOUT, seconds to complete the upgrade
 } rtws_config_t;
 
 //  Returns a config holding the defaults of docs/PROTOCOL.md section 1.

@@ -50,6 +50,11 @@ s_render (const rtws_config_t *cfg, const char *name, char *buf, size_t size)
     else if (strcmp (name, "MAX_QUEUE_MESSAGES") == 0) number = (long long) cfg->max_queue_messages;
     else if (strcmp (name, "REDIS_OUTBOX_SIZE") == 0) number = (long long) cfg->redis_outbox_size;
     else if (strcmp (name, "PERMESSAGE_DEFLATE") == 0) number = cfg->permessage_deflate;
+    else if (strcmp (name, "RATE_LIMIT") == 0)      number = (long long) cfg->rate_limit;
+    else if (strcmp (name, "RATE_BURST") == 0)      number = (long long) cfg->rate_burst;
+    else if (strcmp (name, "MAX_CONNECTIONS") == 0) number = (long long) cfg->max_connections;
+    else if (strcmp (name, "MAX_CONNECTIONS_PER_IP") == 0) number = (long long) cfg->max_connections_per_ip;
+    else if (strcmp (name, "HANDSHAKE_TIMEOUT") == 0) number = cfg->handshake_timeout;
     else if (strcmp (name, "ALLOWED_ORIGINS") == 0) {
         size_t out = 0;
         buf [0] = '\0';
@@ -108,6 +113,11 @@ s_test_defaults (void)
         { "REDIS_OUTBOX_SIZE", "10000" },
         { "LOG_LEVEL", "info" },
         { "PERMESSAGE_DEFLATE", "0" },
+        { "RATE_LIMIT", "50" },
+        { "RATE_BURST", "100" },
+        { "MAX_CONNECTIONS", "100000" },
+        { "MAX_CONNECTIONS_PER_IP", "0" },
+        { "HANDSHAKE_TIMEOUT", "5" },
     };
     rtws_config_t *cfg = rtws_config_new ();
     s_row (cfg != NULL, "rtws_config_new returns a config", NULL);
@@ -295,6 +305,23 @@ static const set_row_t s_set_rows [] = {
     { "MAX_QUEUE_MESSAGES", OK ("1048576", "1048576") },
     { "MAX_QUEUE_MESSAGES", BAD ("1048577", "invalid MAX_QUEUE_MESSAGES=\"1048577\"") },
     { "MAX_QUEUE_MESSAGES", BAD ("0", "invalid MAX_QUEUE_MESSAGES=\"0\"") },
+    { "RATE_LIMIT", OK ("0", "0") },
+    { "RATE_LIMIT", OK ("1000000", "1000000") },
+    { "RATE_LIMIT", BAD ("1000001", "invalid RATE_LIMIT=\"1000001\": expected messages per second per connection, 0 (off)") },
+    { "RATE_LIMIT", BAD ("-1", "invalid RATE_LIMIT=\"-1\"") },
+    { "RATE_LIMIT", BAD ("00x", "invalid RATE_LIMIT=\"00x\"") },
+    { "RATE_BURST", OK ("1", "1") },
+    { "RATE_BURST", BAD ("0", "invalid RATE_BURST=\"0\"") },
+    { "MAX_CONNECTIONS", OK ("1", "1") },
+    { "MAX_CONNECTIONS", BAD ("0", "invalid MAX_CONNECTIONS=\"0\"") },
+    { "MAX_CONNECTIONS", BAD ("10000001", "invalid MAX_CONNECTIONS=\"10000001\"") },
+    { "MAX_CONNECTIONS_PER_IP", OK ("0", "0") },
+    { "MAX_CONNECTIONS_PER_IP", OK ("16", "16") },
+    { "MAX_CONNECTIONS_PER_IP", BAD ("many", "invalid MAX_CONNECTIONS_PER_IP=\"many\"") },
+    { "HANDSHAKE_TIMEOUT", OK ("1", "1") },
+    { "HANDSHAKE_TIMEOUT", OK ("300", "300") },
+    { "HANDSHAKE_TIMEOUT", BAD ("0", "invalid HANDSHAKE_TIMEOUT=\"0\"") },
+    { "HANDSHAKE_TIMEOUT", BAD ("301", "invalid HANDSHAKE_TIMEOUT=\"301\"") },
     { "REDIS_OUTBOX_SIZE", OK ("1", "1") },
     { "REDIS_OUTBOX_SIZE", OK ("500", "500") },
     { "REDIS_OUTBOX_SIZE", OK ("1000000", "1000000") },
