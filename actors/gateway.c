@@ -150,6 +150,9 @@ typedef struct {
 #define S_CLOSE_GRACE_US    (2 * 1000000LL)
 //  How long the handshake waits for auth before answering 503.
 #define S_AUTH_TIMEOUT_MS   2000
+//  Frames written to one connection per WRITEABLE, so one busy connection
+//  cannot hold the service thread while others wait.
+#define S_WRITES_PER_ROUND  64
 //  Activity refreshes presence at most this often per connection.
 #define S_TOUCH_EVERY_US    (1000000LL)
 
@@ -795,14 +798,21 @@ s_writeable (gateway_t *self, struct lws *wsi, s_session_t *session)
                           (unsigned char *) session->close_reason, rlen);
         return -1;
     }
-    s_frame_t *frame = s_queue_pop (&session->out);
-    if (!frame)
-        return 0;
-    size_t len = frame->len;
-    int n = lws_write (wsi, frame->buf + LWS_PRE, len, LWS_WRITE_TEXT);
-    s_frame_unref (frame);
-    if (n < (int) len)
-        return -1;
+    //  Write while the socket takes it: one poll round per burst, not per
+    //  frame. lws keeps what the kernel refused and reports the pipe choked
+    //  until it is flushed, so no frame is written over a partial one.
+    for (int written = 0; written < S_WRITES_PER_ROUND; written++) {
+        s_frame_t *frame = s_queue_pop (&session->out);
+        if (!frame)
+            return 0;
+        size_t len = frame->len;
+        int n = lws_write (wsi, frame->buf + LWS_PRE, len, LWS_WRITE_TEXT);
+        s_frame_unref (frame);
+        if (n < (int) len)
+            return -1;
+        if (lws_send_pipe_choked (wsi))
+            break;
+    }
     if (session->out.count)
         lws_callback_on_writable (wsi);
     return 0;

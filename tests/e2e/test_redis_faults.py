@@ -151,8 +151,8 @@ async def test_redis_restart_mid_traffic():
             # puts back the presence of connections that still live.
             keys = [presence_key(n.split("@")[0], "ft") for n in cl]
             ok, _ = await poll_until(lambda: all(r.exists(k) for k in keys), ttl / 2 + 1.5)
-            check(ok, f"presence keys of live connections exist again within "
-                      f"PRESENCE_TTL/2 after Redis restarted empty",
+            check(ok, "presence keys of live connections exist again within "
+                      "PRESENCE_TTL/2 after Redis restarted empty",
                   f"missing: {[k for k in keys if not r.exists(k)]}")
             await _send(solo, "solo-after")
             got = await recv_until(solo, lambda f: "solo-after" in _ids(f), 5,
