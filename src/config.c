@@ -72,6 +72,8 @@ typedef enum {
     S_INT,          //  int 1..max
     S_SIZE,         //  size_t 1..max
     S_SIZE0,        //  size_t 0..max, 0 = off
+    S_INT0,         //  int 0..max
+    S_FORMAT,       //  one of s_formats
     S_ALG,          //  one of s_algs
     S_LEVEL,        //  one of s_levels
     S_BOOL,         //  0/1 true/false yes/no on/off
@@ -138,6 +140,14 @@ static const s_var_t s_vars [] = {
       "expected connections per client address, 0 (off) to 10000000" },
     { "HANDSHAKE_TIMEOUT", S_INT, S_FIELD (handshake_timeout), 300,
       "expected a positive integer of seconds, at most 300" },
+    { "ADMIN_HOST", S_HOST, S_FIELD (admin_host), CONFIG_HOST_MAX,
+      "expected a listen address without spaces, at most 255 bytes" },
+    { "ADMIN_PORT", S_INT0, S_FIELD (admin_port), 65535,
+      "expected a port number 1..65535, or 0 to turn the admin listener off" },
+    { "DRAIN_TIMEOUT", S_INT0, S_FIELD (drain_timeout), 3600,
+      "expected seconds, 0 (close at once) to 3600" },
+    { "LOG_FORMAT", S_FORMAT, S_FIELD (log_format), 0,
+      "expected text or json" },
 };
 #define S_VARS_COUNT (sizeof s_vars / sizeof s_vars [0])
 
@@ -149,6 +159,8 @@ static const char *s_algs [] = {
 };
 
 static const char *s_levels [] = { "error", "warn", "info", "debug" };
+
+static const char *s_formats [] = { "text", "json" };
 
 static const char *s_true [] = { "1", "true", "yes", "on" };
 static const char *s_false [] = { "0", "false", "no", "off" };
@@ -166,6 +178,8 @@ rtws_config_new (void)
     self->jwt_secret = strdup ("change-me");
     self->jwt_alg = strdup ("HS256");
     self->log_level = strdup ("info");
+    self->admin_host = strdup ("127.0.0.1");
+    self->log_format = strdup ("text");
     if (!self->host || !self->jwt_secret || !self->jwt_alg || !self->log_level) {
         rtws_config_destroy (&self);
         return NULL;
@@ -183,6 +197,8 @@ rtws_config_new (void)
     self->max_connections = 100000;
     self->max_connections_per_ip = 0;
     self->handshake_timeout = 5;
+    self->admin_port = 9100;
+    self->drain_timeout = 10;
     self->permessage_deflate = false;
     return self;
 }
@@ -212,6 +228,8 @@ rtws_config_destroy (rtws_config_t **self_p)
     free (self->redis_url);
     s_origins_free (self->allowed_origins, self->allowed_origins_count);
     free (self->log_level);
+    free (self->admin_host);
+    free (self->log_format);
     free (self);
     *self_p = NULL;
 }
@@ -555,8 +573,12 @@ rtws_config_set (rtws_config_t *self, const char *name, const char *value,
             return s_store ((char **) field, value, var, err, errlen);
 
         case S_SIZE0:
+        case S_INT0:
             if (strcmp (value, "0") == 0) {
-                *(size_t *) field = 0;
+                if (var->kind == S_INT0)
+                    *(int *) field = 0;
+                else
+                    *(size_t *) field = 0;
                 return 0;
             }
             __attribute__ ((fallthrough));  //  any other value: a positive number
@@ -565,7 +587,7 @@ rtws_config_set (rtws_config_t *self, const char *name, const char *value,
             long long number;
             if (s_parse_number (value, var->max, &number))
                 return s_fail (err, errlen, var, value, "%s", var->expected);
-            if (var->kind == S_INT)
+            if (var->kind == S_INT || var->kind == S_INT0)
                 *(int *) field = (int) number;
             else
                 *(size_t *) field = (size_t) number;
@@ -579,6 +601,12 @@ rtws_config_set (rtws_config_t *self, const char *name, const char *value,
             if (index < 0)
                 return s_fail (err, errlen, var, value, "%s", var->expected);
             return s_store ((char **) field, s_algs [index], var, err, errlen);
+        }
+        case S_FORMAT: {
+            int index = s_lookup (value, s_formats, S_COUNT (s_formats));
+            if (index < 0)
+                return s_fail (err, errlen, var, value, "%s", var->expected);
+            return s_store ((char **) field, s_formats [index], var, err, errlen);
         }
         case S_LEVEL: {
             int index = s_lookup (value, s_levels, S_COUNT (s_levels));

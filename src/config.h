@@ -38,6 +38,10 @@ typedef struct {
     size_t max_connections;     //  MAX_CONNECTIONS, on this node
     size_t max_connections_per_ip; //  MAX_CONNECTIONS_PER_IP, 0 = off
     int handshake_timeout;      //  HANDSHAKE_TIMEOUT, seconds to complete the upgrade
+    char *admin_host;           //  ADMIN_HOST, the admin listener's address
+    int admin_port;             //  ADMIN_PORT, /healthz /readyz /metrics; 0 = off
+    int drain_timeout;          //  DRAIN_TIMEOUT, seconds to spread 1001 closes over
+    char *log_format;           //  LOG_FORMAT: text|json
 } rtws_config_t;
 
 //  Returns a config holding the defaults of docs/PROTOCOL.md section 1.

@@ -41,6 +41,10 @@ s_render (const rtws_config_t *cfg, const char *name, char *buf, size_t size)
     else if (strcmp (name, "JWT_ISSUER") == 0)      text = cfg->jwt_issuer;
     else if (strcmp (name, "REDIS_URL") == 0)       text = cfg->redis_url;
     else if (strcmp (name, "LOG_LEVEL") == 0)       text = cfg->log_level;
+    else if (strcmp (name, "ADMIN_HOST") == 0)      text = cfg->admin_host;
+    else if (strcmp (name, "LOG_FORMAT") == 0)      text = cfg->log_format;
+    else if (strcmp (name, "ADMIN_PORT") == 0)      number = cfg->admin_port;
+    else if (strcmp (name, "DRAIN_TIMEOUT") == 0)   number = cfg->drain_timeout;
     else if (strcmp (name, "PORT") == 0)            number = cfg->port;
     else if (strcmp (name, "PRESENCE_TTL") == 0)    number = cfg->presence_ttl;
     else if (strcmp (name, "HEARTBEAT_INTERVAL") == 0) number = cfg->heartbeat_interval;
@@ -118,6 +122,10 @@ s_test_defaults (void)
         { "MAX_CONNECTIONS", "100000" },
         { "MAX_CONNECTIONS_PER_IP", "0" },
         { "HANDSHAKE_TIMEOUT", "5" },
+        { "ADMIN_HOST", "127.0.0.1" },
+        { "ADMIN_PORT", "9100" },
+        { "DRAIN_TIMEOUT", "10" },
+        { "LOG_FORMAT", "text" },
     };
     rtws_config_t *cfg = rtws_config_new ();
     s_row (cfg != NULL, "rtws_config_new returns a config", NULL);
@@ -322,6 +330,18 @@ static const set_row_t s_set_rows [] = {
     { "HANDSHAKE_TIMEOUT", OK ("300", "300") },
     { "HANDSHAKE_TIMEOUT", BAD ("0", "invalid HANDSHAKE_TIMEOUT=\"0\"") },
     { "HANDSHAKE_TIMEOUT", BAD ("301", "invalid HANDSHAKE_TIMEOUT=\"301\"") },
+    { "ADMIN_HOST", OK ("0.0.0.0", "0.0.0.0") },
+    { "ADMIN_HOST", BAD ("", "invalid ADMIN_HOST=\"\"") },
+    { "ADMIN_PORT", OK ("0", "0") },
+    { "ADMIN_PORT", OK ("9101", "9101") },
+    { "ADMIN_PORT", BAD ("65536", "invalid ADMIN_PORT=\"65536\"") },
+    { "ADMIN_PORT", BAD ("-1", "invalid ADMIN_PORT=\"-1\"") },
+    { "DRAIN_TIMEOUT", OK ("0", "0") },
+    { "DRAIN_TIMEOUT", OK ("3600", "3600") },
+    { "DRAIN_TIMEOUT", BAD ("3601", "invalid DRAIN_TIMEOUT=\"3601\"") },
+    { "LOG_FORMAT", OK ("json", "json") },
+    { "LOG_FORMAT", OK ("JSON", "json") },
+    { "LOG_FORMAT", BAD ("xml", "invalid LOG_FORMAT=\"xml\": expected text or json") },
     { "REDIS_OUTBOX_SIZE", OK ("1", "1") },
     { "REDIS_OUTBOX_SIZE", OK ("500", "500") },
     { "REDIS_OUTBOX_SIZE", OK ("1000000", "1000000") },
