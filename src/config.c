@@ -63,6 +63,8 @@
 #define CONFIG_URL_MAX      2048    //  REDIS_URL
 #define CONFIG_ORIGINS_MAX  256     //  ALLOWED_ORIGINS entries
 #define CONFIG_SHOW_MAX     64      //  bytes of a value quoted in an error
+#define CONFIG_LINE_MAX     (CONFIG_SECRET_MAX + 256)   //  a config file line
+#define CONFIG_ERR_MAX      512     //  an error line
 
 //  How a variable's text becomes a field.
 typedef enum {
@@ -647,6 +649,147 @@ rtws_config_load_env (rtws_config_t *self, char *err, size_t errlen)
             return -1;
     }
     return rtws_config_check (self, err, errlen);
+}
+
+//  Strips blanks at both ends of [*start, *end).
+static void
+s_trim (const char **start, const char **end)
+{
+    while (*start < *end && (**start == ' ' || **start == '\t'))
+        (*start)++;
+    while (*end > *start && ((*end) [-1] == ' ' || (*end) [-1] == '\t' || (*end) [-1] == '\r'))
+        (*end)--;
+}
+
+int
+rtws_config_load_file (rtws_config_t *self, const char *path, char *err, size_t errlen)
+{
+    assert (self);
+    FILE *file = fopen (path, "r");
+    if (!file) {
+        snprintf (err, errlen, "cannot read config file %s: %s", path, strerror (errno));
+        return -1;
+    }
+    //  One line at a time into a fixed buffer: a line longer than any value
+    //  we accept (a 64 KiB secret plus its name) is an error, not a realloc.
+    char *line = malloc (CONFIG_LINE_MAX + 2);
+    if (!line) {
+        fclose (file);
+        snprintf (err, errlen, "cannot read config file %s: out of memory", path);
+        return -1;
+    }
+    int rc = 0;
+    size_t number = 0;
+    while (rc == 0 && fgets (line, CONFIG_LINE_MAX + 2, file)) {
+        number++;
+        size_t len = strlen (line);
+        if (len > CONFIG_LINE_MAX && line [len - 1] != '\n') {
+            snprintf (err, errlen, "%s:%zu: line longer than %d bytes", path, number,
+                      CONFIG_LINE_MAX);
+            rc = -1;
+            break;
+        }
+        if (len && line [len - 1] == '\n')
+            line [--len] = 0;
+        const char *start = line, *end = line + len;
+        s_trim (&start, &end);
+        if (start == end || *start == '#')
+            continue;
+        if (end - start > 7 && strncmp (start, "export ", 7) == 0)
+            start += 7;
+        const char *equals = memchr (start, '=', (size_t) (end - start));
+        if (!equals) {
+            snprintf (err, errlen, "%s:%zu: expected NAME=value", path, number);
+            rc = -1;
+            break;
+        }
+        const char *name_end = equals, *value = equals + 1, *value_end = end;
+        const char *name_start = start;
+        s_trim (&name_start, &name_end);
+        s_trim (&value, &value_end);
+        //  Quotes as a shell or Docker's env_file would write them.
+        if (value_end - value >= 2 && (*value == '"' || *value == '\'')
+        &&  value_end [-1] == *value) {
+            value++;
+            value_end--;
+        }
+        char name [64];
+        size_t name_len = (size_t) (name_end - name_start);
+        const s_var_t *var = NULL;
+        if (name_len < sizeof name) {
+            memcpy (name, name_start, name_len);
+            name [name_len] = 0;
+            for (size_t i = 0; i < S_VARS_COUNT; i++)
+                if (strcmp (name, s_vars [i].name) == 0)
+                    var = &s_vars [i];
+        }
+        if (!var) {
+            //  A misspelt name would otherwise be a silent default.
+            snprintf (err, errlen, "%s:%zu: unknown variable '%.*s'", path, number,
+                      (int) (name_len > 64 ? 64 : name_len), name_start);
+            rc = -1;
+            break;
+        }
+        char *text = strndup (value, (size_t) (value_end - value));
+        char why [CONFIG_ERR_MAX];
+        if (!text || rtws_config_set (self, var->name, text, why, sizeof why)) {
+            snprintf (err, errlen, "%s:%zu: %s", path, number, text ? why : "out of memory");
+            rc = -1;
+        }
+        free (text);
+    }
+    if (rc == 0 && ferror (file)) {
+        snprintf (err, errlen, "cannot read config file %s: %s", path, strerror (errno));
+        rc = -1;
+    }
+    free (line);
+    fclose (file);
+    return rc;
+}
+
+void
+rtws_config_print (const rtws_config_t *self, FILE *out)
+{
+    assert (self);
+    for (size_t i = 0; i < S_VARS_COUNT; i++) {
+        const s_var_t *var = &s_vars [i];
+        const void *field = (const char *) self + var->offset;
+        fprintf (out, "%s=", var->name);
+        switch (var->kind) {
+            case S_SECRET:
+                fprintf (out, "%s", (*(char * const *) field && strcmp (*(char * const *) field, "change-me") == 0)
+                         ? "change-me (the default: set your own)" : "***");
+                break;
+            case S_REDIS: {
+                const char *url = *(char * const *) field;
+                char masked [CONFIG_URL_MAX + 8];
+                if (url)
+                    s_mask_url (url, masked, sizeof masked);
+                fprintf (out, "%s", url ? masked : "");
+                break;
+            }
+            case S_ORIGINS:
+                for (size_t j = 0; j < self->allowed_origins_count; j++)
+                    fprintf (out, "%s%s", j ? "," : "", self->allowed_origins [j]);
+                break;
+            case S_INT:
+            case S_INT0:
+                fprintf (out, "%d", *(const int *) field);
+                break;
+            case S_SIZE:
+            case S_SIZE0:
+                fprintf (out, "%zu", *(const size_t *) field);
+                break;
+            case S_BOOL:
+                fprintf (out, "%d", *(const bool *) field ? 1 : 0);
+                break;
+            default: {
+                const char *text = *(char * const *) field;
+                fprintf (out, "%s", text ? text : "");
+            }
+        }
+        fputc ('\n', out);
+    }
 }
 
 static const s_var_t *

@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 typedef struct {
     char *host;                 //  HOST, listen address
@@ -58,6 +59,17 @@ void rtws_config_destroy (rtws_config_t **self_p);
 //  and is an error for the others.
 int rtws_config_set (rtws_config_t *self, const char *name, const char *value,
                      char *err, size_t errlen);
+
+//  Reads a config file: "NAME=value" lines with the environment's names,
+//  "#" comments and blank lines, an optional "export " and quotes around
+//  the value. An unknown name or invalid value fails with "FILE:LINE: ..."
+//  in err. Does not call rtws_config_check (the caller does, once every
+//  source is read). Returns 0 or -1.
+int rtws_config_load_file (rtws_config_t *self, const char *path, char *err, size_t errlen);
+
+//  Prints the effective configuration as NAME=value lines, with the JWT
+//  secret and any Redis password masked (rtwsd --check-config).
+void rtws_config_print (const rtws_config_t *self, FILE *out);
 
 //  Reads every known variable from the process environment via
 //  rtws_config_set, then rtws_config_check. Returns 0 or -1 with err set.

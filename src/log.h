@@ -16,6 +16,9 @@ typedef enum {
 //  Sets the level; returns -1 when name is not error|warn|info|debug.
 int rtws_log_set_level_name (const char *name);
 void rtws_log_set_level (rtws_log_level_t level);
+//  "text" (the default) or "json": one JSON object per line with ts,
+//  level, component and msg. Returns -1 for any other name.
+int rtws_log_set_format_name (const char *name);
 rtws_log_level_t rtws_log_level (void);
 
 void rtws_log (rtws_log_level_t level, const char *component, const char *fmt, ...)

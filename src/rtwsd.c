@@ -38,20 +38,63 @@ s_usage (FILE *out)
         "Real-time WebSocket server: GET /ws/{room}, JWT, rooms fanned out over\n"
         "a built-in memory engine or Redis Pub/Sub.\n"
         "\n"
-        "Configuration comes from the environment (see docs/PROTOCOL.md):\n"
+        "Configuration: NAME=value from the environment or a config file (same\n"
+        "names; see rtwsd(8) and docs/PROTOCOL.md). Precedence: options >\n"
+        "environment > config file > defaults. Variables:\n"
         "  HOST PORT JWT_SECRET JWT_ALG JWT_PUBLIC_KEY_FILE JWT_AUDIENCE JWT_ISSUER\n"
-        "  REDIS_URL ALLOWED_ORIGINS PRESENCE_TTL HEARTBEAT_INTERVAL IDLE_TIMEOUT\n"
-        "  MAX_MESSAGE_SIZE MAX_QUEUE_BYTES MAX_QUEUE_MESSAGES LOG_LEVEL\n"
-        "  PERMESSAGE_DEFLATE\n"
+        "  REDIS_URL REDIS_OUTBOX_SIZE ALLOWED_ORIGINS PRESENCE_TTL\n"
+        "  HEARTBEAT_INTERVAL IDLE_TIMEOUT MAX_MESSAGE_SIZE MAX_QUEUE_BYTES\n"
+        "  MAX_QUEUE_MESSAGES RATE_LIMIT RATE_BURST MAX_CONNECTIONS\n"
+        "  MAX_CONNECTIONS_PER_IP HANDSHAKE_TIMEOUT ADMIN_HOST ADMIN_PORT\n"
+        "  DRAIN_TIMEOUT LOG_LEVEL LOG_FORMAT PERMESSAGE_DEFLATE\n"
         "\n"
         "Options:\n"
+        "  -c, --config FILE  read NAME=value lines from FILE\n"
+        "      --check-config validate, print the effective configuration\n"
+        "                     (secrets masked) and exit\n"
         "  -H, --host ADDR    listen address (overrides HOST)\n"
         "  -p, --port PORT    listen port (overrides PORT)\n"
         "  -h, --help         show this help and exit\n"
         "  -V, --version      show the version and exit\n"
         "\n"
+        "Signals: SIGTERM/SIGINT drain and exit (a second one exits at once);\n"
+        "SIGHUP reloads the configuration.\n"
+        "\n"
         "Exit status: 0 after a clean shutdown, 1 when the server cannot start,\n"
-        "2 for an invalid configuration.\n");
+        "2 for an invalid configuration or usage.\n");
+}
+
+//  What the command line asked for; kept for SIGHUP, which reads the same
+//  sources again.
+typedef struct {
+    const char *config_file;    //  --config, or NULL
+    const char *host;           //  --host, or NULL
+    const char *port;           //  --port, or NULL
+    bool check_only;            //  --check-config
+} s_args_t;
+
+//  Builds a configuration from defaults, the config file, the environment
+//  and the options, in rising precedence. Returns NULL with err set when a
+//  value is invalid.
+static rtws_config_t *
+s_config_load (const s_args_t *args, char *err, size_t errlen)
+{
+    rtws_config_t *config = rtws_config_new ();
+    assert (config);
+    int rc = 0;
+    if (args->config_file)
+        rc = rtws_config_load_file (config, args->config_file, err, errlen);
+    if (rc == 0)
+        rc = rtws_config_load_env (config, err, errlen);
+    if (rc == 0 && args->host)
+        rc = rtws_config_set (config, "HOST", args->host, err, errlen);
+    if (rc == 0 && args->port)
+        rc = rtws_config_set (config, "PORT", args->port, err, errlen);
+    if (rc == 0)
+        rc = rtws_config_check (config, err, errlen);
+    if (rc != 0)
+        rtws_config_destroy (&config);
+    return config;
 }
 
 //  Waits for a second SIGINT/SIGTERM during shutdown and exits at once.
@@ -79,15 +122,10 @@ main (int argc, char *argv [])
     signal (SIGPIPE, SIG_IGN);
     zsys_handler_set (NULL);
 
-    rtws_config_t *config = rtws_config_new ();
-    assert (config);
-    char err [512];
-    if (rtws_config_load_env (config, err, sizeof err) != 0) {
-        fprintf (stderr, "rtwsd: %s\n", err);
-        rtws_config_destroy (&config);
-        return 2;
-    }
+    s_args_t args = { NULL, NULL, NULL, false };
     static const struct option options [] = {
+        { "config", required_argument, NULL, 'c' },
+        { "check-config", no_argument, NULL, 'C' },
         { "host", required_argument, NULL, 'H' },
         { "port", required_argument, NULL, 'p' },
         { "help", no_argument, NULL, 'h' },
@@ -95,28 +133,35 @@ main (int argc, char *argv [])
         { NULL, 0, NULL, 0 }
     };
     int opt;
-    while ((opt = getopt_long (argc, argv, "H:p:hV", options, NULL)) != -1) {
-        int rc = 0;
+    while ((opt = getopt_long (argc, argv, "c:H:p:hV", options, NULL)) != -1) {
         switch (opt) {
-            case 'H': rc = rtws_config_set (config, "HOST", optarg, err, sizeof err); break;
-            case 'p': rc = rtws_config_set (config, "PORT", optarg, err, sizeof err); break;
-            case 'h': s_usage (stdout); rtws_config_destroy (&config); return 0;
-            case 'V': printf ("rtwsd %s\n", PACKAGE_VERSION); rtws_config_destroy (&config); return 0;
-            default:  s_usage (stderr); rtws_config_destroy (&config); return 2;
-        }
-        if (rc != 0) {
-            fprintf (stderr, "rtwsd: %s\n", err);
-            rtws_config_destroy (&config);
-            return 2;
+            case 'c': args.config_file = optarg; break;
+            case 'C': args.check_only = true; break;
+            case 'H': args.host = optarg; break;
+            case 'p': args.port = optarg; break;
+            case 'h': s_usage (stdout); return 0;
+            case 'V': printf ("rtwsd %s\n", PACKAGE_VERSION); return 0;
+            default:  s_usage (stderr); return 2;
         }
     }
     if (optind < argc) {
         fprintf (stderr, "rtwsd: unexpected argument '%s'\n", argv [optind]);
         s_usage (stderr);
-        rtws_config_destroy (&config);
         return 2;
     }
+    char err [1024];
+    rtws_config_t *config = s_config_load (&args, err, sizeof err);
+    if (!config) {
+        fprintf (stderr, "rtwsd: %s\n", err);
+        return 2;
+    }
+    if (args.check_only) {
+        rtws_config_print (config, stdout);
+        rtws_config_destroy (&config);
+        return 0;
+    }
     rtws_log_set_level_name (config->log_level);
+    rtws_log_set_format_name (config->log_format);
 
     if (streq (config->jwt_secret, "change-me") && config->jwt_alg [0] == 'H')
         log_warn (MAIN, "JWT_SECRET is the default 'change-me': anyone can mint tokens; set your own");
