@@ -12,28 +12,33 @@
 
     Pipe (from the owner): `$TERM`; `READY` -> "i" 1 when set up, 0 when the
     configuration was refused (the reason is logged; the actor then serves
-    nothing and waits for $TERM). rtwsd asks once at start-up. No pointers
-    cross this actor.
+    nothing and waits for $TERM). rtwsd asks once at start-up.
+    `CONFIG config` ("p", a const rtws_config_t * owned by rtwsd.c, on
+    SIGHUP) -> "i" 1 when its JWT_ALG and key were taken, 0 when refused
+    (the old configuration stays; rtwsd then keeps the old one everywhere).
 
     This is the only file of rtwsd that includes jwt.h. libjwt 1.10.2 checks
     the signature and nothing else, accepts any HS* token under an HMAC key
     and, under an RSA configuration, would verify an HS256 token that used
     the public key PEM as its HMAC secret. So every check around the
     signature is ours, in this order, stopping at the first failure (the
-    FAIL reason in brackets):
+    FAIL reason in brackets). Rules 1 to 4 are src/jwt_shape.c, a pure
+    module so that they can be fuzzed without libjwt:
 
     1. Length: empty [empty token] or longer than RTWS_TOKEN_MAX
        [token too long]; libjwt never sees such input.
     2. Shape: exactly three non-empty base64url segments, no padding, only
        [A-Za-z0-9_-] [malformed token].
     3. Header, decoded here with jansson: a JSON object without duplicate
-       keys, without "crit" (we implement no extension), and whose "typ",
-       if any, is "JWT" in any case (libjwt 1.10 refuses other strings, and
-       we would rather say why) [bad header]; its "alg" must equal JWT_ALG
-       exactly, so "none", another HS size and HS/RS confusion never reach
-       libjwt [alg mismatch].
+       keys or raw NUL bytes (libjwt would read less), without "crit" (we
+       implement no extension), and whose "typ", if any, is "JWT" in any
+       case (libjwt 1.10 refuses other strings, and we would rather say
+       why) [bad header]; its "alg" must equal JWT_ALG exactly, so
+       "none", another HS size and HS/RS confusion never reach libjwt
+       [alg mismatch].
     4. Payload, decoded here with jansson (libjwt's grant getters lose the
-       claim types): a JSON object without duplicate keys [bad payload].
+       claim types): a JSON object without duplicate keys or raw NUL bytes
+       [bad payload].
     5. jwt_decode with the configured key, never NULL [bad signature], then
        jwt_get_alg must still be JWT_ALG [alg mismatch]. The signature
        covers the segment text we decoded, so our reading is authenticated.
@@ -57,6 +62,7 @@
 */
 #include "auth.h"
 #include "config.h"
+#include "jwt_shape.h"
 #include "log.h"
 #include "rtws.h"
 
@@ -74,13 +80,13 @@
 #include <time.h>
 
 //  FAIL reasons; the gateway only logs them, tests compare them.
-#define AUTH_EMPTY          "empty token"
-#define AUTH_TOO_LONG       "token too long"
-#define AUTH_MALFORMED      "malformed token"
-#define AUTH_BAD_HEADER     "bad header"
-#define AUTH_ALG_MISMATCH   "alg mismatch"
+#define AUTH_EMPTY          JWT_SHAPE_EMPTY
+#define AUTH_TOO_LONG       JWT_SHAPE_TOO_LONG
+#define AUTH_MALFORMED      JWT_SHAPE_MALFORMED
+#define AUTH_BAD_HEADER     JWT_SHAPE_BAD_HEADER
+#define AUTH_ALG_MISMATCH   JWT_SHAPE_ALG_MISMATCH
 #define AUTH_BAD_SIGNATURE  "bad signature"
-#define AUTH_BAD_PAYLOAD    "bad payload"
+#define AUTH_BAD_PAYLOAD    JWT_SHAPE_BAD_PAYLOAD
 #define AUTH_BAD_EXP        "bad exp"
 #define AUTH_BAD_NBF        "bad nbf"
 #define AUTH_EXPIRED        "expired"
@@ -148,16 +154,18 @@ s_check_public_key (const char *alg, const unsigned char *pem, int pem_len)
 //  Constructor: resolves the key and binds the ROUTER. Returns NULL, having
 //  logged why, when the configuration cannot verify anything.
 
-static auth_t *
-s_auth_new (zsock_t *pipe, const rtws_config_t *config)
+//  Resolves JWT_ALG and its key from a configuration: the secret for HS*,
+//  the checked PEM public key otherwise. Returns 0, or -1 having logged why.
+static int
+s_key_resolve (const rtws_config_t *config, jwt_alg_t *alg_p,
+               const unsigned char **key_p, int *key_len_p)
 {
-    assert (config);
     const char *alg_name = config->jwt_alg? config->jwt_alg: "";
     jwt_alg_t alg = jwt_str_alg (alg_name);
     if (alg == JWT_ALG_INVAL || alg == JWT_ALG_NONE) {
         log_error ("auth", "JWT_ALG=%s is not supported by libjwt %s", alg_name,
                    "1.10 (HS256/384/512, RS256/384/512, ES256/384/512)");
-        return NULL;
+        return -1;
     }
     const unsigned char *key;
     size_t key_len;
@@ -173,10 +181,25 @@ s_auth_new (zsock_t *pipe, const rtws_config_t *config)
     if (!key || key_len == 0 || key_len > INT_MAX) {
         log_error ("auth", "JWT_ALG=%s has no usable %s", alg_name,
                    alg_name [0] == 'H'? "JWT_SECRET": "JWT_PUBLIC_KEY_FILE");
-        return NULL;
+        return -1;
     }
     if (alg_name [0] != 'H'
     &&  s_check_public_key (alg_name, key, (int) key_len) == -1)
+        return -1;
+    *alg_p = alg;
+    *key_p = key;
+    *key_len_p = (int) key_len;
+    return 0;
+}
+
+static auth_t *
+s_auth_new (zsock_t *pipe, const rtws_config_t *config)
+{
+    assert (config);
+    jwt_alg_t alg;
+    const unsigned char *key;
+    int key_len;
+    if (s_key_resolve (config, &alg, &key, &key_len) == -1)
         return NULL;
 
     auth_t *self = (auth_t *) zmalloc (sizeof (auth_t));
@@ -185,7 +208,7 @@ s_auth_new (zsock_t *pipe, const rtws_config_t *config)
     self->config = config;
     self->alg = alg;
     self->key = key;
-    self->key_len = (int) key_len;
+    self->key_len = key_len;
     self->router = zsock_new (ZMQ_ROUTER);
     assert (self->router);
     if (zsock_bind (self->router, "%s", RTWS_EP_AUTH) == -1) {
@@ -218,79 +241,6 @@ s_auth_destroy (auth_t **self_p)
         free (self);
         *self_p = NULL;
     }
-}
-
-
-//  --------------------------------------------------------------------------
-//  Base64url without padding, as JWS uses it.
-
-static int
-s_b64url_value (char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '-')
-        return 62;
-    if (c == '_')
-        return 63;
-    return -1;
-}
-
-//  Returns the decoded bytes (caller frees), NUL-terminated for convenience,
-//  or NULL when src is not base64url. A length of 4n+1 cannot be produced by
-//  any encoder.
-
-static unsigned char *
-s_b64url_decode (const char *src, size_t len, size_t *out_len)
-{
-    if (len % 4 == 1)
-        return NULL;
-    unsigned char *out = (unsigned char *) malloc (len / 4 * 3 + 3);
-    assert (out);
-    uint32_t acc = 0;
-    int bits = 0;
-    size_t n = 0;
-    for (size_t i = 0; i < len; i++) {
-        int value = s_b64url_value (src [i]);
-        if (value < 0) {
-            free (out);
-            return NULL;
-        }
-        acc = (acc << 6) | (uint32_t) value;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out [n++] = (unsigned char) (acc >> bits);
-            acc &= (1u << bits) - 1;
-        }
-    }
-    out [n] = 0;
-    *out_len = n;
-    return out;
-}
-
-//  Decodes one segment as a JSON object. Duplicate keys are refused: libjwt
-//  keeps the last one, and a token must not mean two things.
-
-static json_t *
-s_segment_object (const char *segment, size_t len)
-{
-    size_t size;
-    unsigned char *text = s_b64url_decode (segment, len, &size);
-    if (!text)
-        return NULL;
-    json_error_t error;
-    json_t *json = json_loadb ((const char *) text, size, JSON_REJECT_DUPLICATES, &error);
-    free (text);
-    if (json && !json_is_object (json)) {
-        json_decref (json);
-        json = NULL;
-    }
-    return json;
 }
 
 
@@ -430,61 +380,11 @@ static void
 s_verify (auth_t *self, const char *data, size_t size, verdict_t *verdict)
 {
     memset (verdict, 0, sizeof *verdict);
-    if (size == 0) {
-        verdict->reason = AUTH_EMPTY;
+    //  Rules 1-4, before libjwt sees anything (src/jwt_shape.c)
+    json_t *payload = NULL;
+    verdict->reason = jwt_shape_check (data, size, self->config->jwt_alg, &payload);
+    if (verdict->reason)
         return;
-    }
-    if (size > RTWS_TOKEN_MAX) {
-        verdict->reason = AUTH_TOO_LONG;
-        return;
-    }
-    //  Rule 2: find the two dots; everything else must be base64url
-    size_t dot [2];
-    size_t dots = 0;
-    for (size_t i = 0; i < size; i++) {
-        if (data [i] == '.') {
-            if (dots == 2) {
-                verdict->reason = AUTH_MALFORMED;
-                return;
-            }
-            dot [dots++] = i;
-        }
-        else
-        if (s_b64url_value (data [i]) < 0) {
-            verdict->reason = AUTH_MALFORMED;
-            return;
-        }
-    }
-    if (dots != 2 || dot [0] == 0 || dot [1] == dot [0] + 1 || dot [1] == size - 1
-    ||  (size - dot [1] - 1) % 4 == 1) {
-        verdict->reason = AUTH_MALFORMED;
-        return;
-    }
-
-    //  Rule 3: our own reading of the header, before libjwt sees anything
-    json_t *header = s_segment_object (data, dot [0]);
-    json_t *typ = header? json_object_get (header, "typ"): NULL;
-    if (!header || json_object_get (header, "crit")
-    ||  (typ && !(json_is_string (typ) && strcasecmp (json_string_value (typ), "JWT") == 0))
-    ||  !json_is_string (json_object_get (header, "alg"))) {
-        json_decref (header);
-        verdict->reason = AUTH_BAD_HEADER;
-        return;
-    }
-    bool alg_ok = strcmp (json_string_value (json_object_get (header, "alg")),
-                          self->config->jwt_alg) == 0;
-    json_decref (header);
-    if (!alg_ok) {
-        verdict->reason = AUTH_ALG_MISMATCH;
-        return;
-    }
-
-    //  Rule 4: our own reading of the payload, which rule 5 authenticates
-    json_t *payload = s_segment_object (data + dot [0] + 1, dot [1] - dot [0] - 1);
-    if (!payload) {
-        verdict->reason = AUTH_BAD_PAYLOAD;
-        return;
-    }
     //  Rule 5: libjwt wants a C string; size <= RTWS_TOKEN_MAX and no NUL
     char token [RTWS_TOKEN_MAX + 1];
     memcpy (token, data, size);
@@ -542,24 +442,46 @@ s_handle_verify (auth_t *self)
 static int
 s_handle_pipe (auth_t *self)
 {
-    char *command = zstr_recv (self->pipe);
-    if (!command)
+    zmsg_t *msg = zmsg_recv (self->pipe);
+    if (!msg)
         return -1;              //  interrupted
-    if (strcmp (command, "$TERM") == 0) {
-        zstr_free (&command);
-        return -1;
-    }
-    if (strcmp (command, "READY") == 0) {
-        //  rtwsd asks once at start-up: an actor that refused its key
-        //  never reaches this loop, so silence means "cannot start"
-        zstr_free (&command);
+    char *command = zmsg_popstr (msg);
+    int rc = 0;
+    if (command && strcmp (command, "$TERM") == 0)
+        rc = -1;
+    else
+    if (command && strcmp (command, "READY") == 0)
+        //  rtwsd asks once at start-up: 1 here, 0 from a refused set-up
         zsock_send (self->pipe, "i", 1);
-        return 0;
+    else
+    if (command && strcmp (command, "CONFIG") == 0) {
+        //  SIGHUP: a new configuration (owned by rtwsd.c). Taken only when its
+        //  algorithm and key are usable; otherwise the old one stays.
+        zframe_t *frame = zmsg_pop (msg);
+        assert (frame && zframe_size (frame) == sizeof (void *));
+        const rtws_config_t *config;
+        memcpy (&config, zframe_data (frame), sizeof config);
+        zframe_destroy (&frame);
+        jwt_alg_t alg;
+        const unsigned char *key;
+        int key_len;
+        if (s_key_resolve (config, &alg, &key, &key_len) == 0) {
+            self->config = config;
+            self->alg = alg;
+            self->key = key;
+            self->key_len = key_len;
+            zsock_send (self->pipe, "i", 1);
+        }
+        else
+            zsock_send (self->pipe, "i", 0);
     }
-    log_error ("auth", "E: invalid pipe command '%s'", command);
-    assert (false);
+    else {
+        log_error ("auth", "E: invalid pipe command '%s'", command? command: "");
+        assert (false);
+    }
     zstr_free (&command);
-    return 0;
+    zmsg_destroy (&msg);
+    return rc;
 }
 
 

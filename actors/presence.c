@@ -17,6 +17,8 @@
                                                       closed
     pipe (owner: rtwsd.c or a test)
       in             $TERM                     "s"    stop and free everything
+      in             CONFIG config             "sp"   SIGHUP: the new configuration (owned
+                                                      by rtwsd.c) replaces ours; reply "i" 1
       in             COUNT user room           "sss"  reply "i": local connections of user
                                                       in room
 
@@ -423,6 +425,13 @@ s_presence_recv_pipe (presence_t *self)
         zsock_send (self->pipe, "i", pair ? (int) pair->conns : 0);
         free (user);
         free (room);
+    }
+    else
+    if (command && streq (command, "CONFIG")) {
+        //  SIGHUP: nothing presence reads may change at run time (rtwsd
+        //  keeps PRESENCE_TTL), but the old configuration is about to go.
+        self->config = (const rtws_config_t *) inproc_pop_pointer (msg);
+        zsock_send (self->pipe, "i", 1);
     }
     else {
         log_error ("presence", "unknown pipe command '%.32s'", command ? command : "");

@@ -747,6 +747,56 @@ rtws_config_load_file (rtws_config_t *self, const char *path, char *err, size_t 
     return rc;
 }
 
+size_t
+rtws_config_count (void)
+{
+    return S_VARS_COUNT;
+}
+
+const char *
+rtws_config_name (size_t index)
+{
+    return index < S_VARS_COUNT ? s_vars [index].name : NULL;
+}
+
+int
+rtws_config_value (const rtws_config_t *self, const char *name, char *buf, size_t size)
+{
+    assert (self && buf && size);
+    const s_var_t *var = NULL;
+    for (size_t i = 0; i < S_VARS_COUNT; i++)
+        if (strcmp (name, s_vars [i].name) == 0)
+            var = &s_vars [i];
+    if (!var)
+        return -1;
+    const void *field = (const char *) self + var->offset;
+    size_t at = 0;
+    buf [0] = 0;
+    switch (var->kind) {
+        case S_ORIGINS:
+            for (size_t j = 0; j < self->allowed_origins_count && at < size; j++)
+                at += (size_t) snprintf (buf + at, size - at, "%s%s", j ? "," : "",
+                                         self->allowed_origins [j]);
+            break;
+        case S_INT:
+        case S_INT0:
+            at = (size_t) snprintf (buf, size, "%d", *(const int *) field);
+            break;
+        case S_SIZE:
+        case S_SIZE0:
+            at = (size_t) snprintf (buf, size, "%zu", *(const size_t *) field);
+            break;
+        case S_BOOL:
+            at = (size_t) snprintf (buf, size, "%d", *(const bool *) field ? 1 : 0);
+            break;
+        default: {
+            const char *text = *(char * const *) field;
+            at = (size_t) snprintf (buf, size, "%s", text ? text : "");
+        }
+    }
+    return at < size ? 0 : -1;
+}
+
 void
 rtws_config_print (const rtws_config_t *self, FILE *out)
 {

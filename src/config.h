@@ -67,6 +67,16 @@ int rtws_config_set (rtws_config_t *self, const char *name, const char *value,
 //  source is read). Returns 0 or -1.
 int rtws_config_load_file (rtws_config_t *self, const char *path, char *err, size_t errlen);
 
+//  The variables by index (0 .. rtws_config_count () - 1), for comparing
+//  two configurations on SIGHUP.
+size_t rtws_config_count (void);
+const char *rtws_config_name (size_t index);
+
+//  Writes a variable's value as text that rtws_config_set accepts back
+//  (unmasked: never log it for JWT_SECRET or REDIS_URL). Returns 0, or -1
+//  for an unknown name or a buffer too small.
+int rtws_config_value (const rtws_config_t *self, const char *name, char *buf, size_t size);
+
 //  Prints the effective configuration as NAME=value lines, with the JWT
 //  secret and any Redis password masked (rtwsd --check-config).
 void rtws_config_print (const rtws_config_t *self, FILE *out);

@@ -90,3 +90,14 @@ inproc_conn_map_new (void)
     }
     return map;
 }
+
+const void *
+inproc_pop_pointer (zmsg_t *msg)
+{
+    zframe_t *frame = zmsg_pop (msg);
+    assert (frame && zframe_size (frame) == sizeof (void *));
+    const void *pointer;
+    memcpy (&pointer, zframe_data (frame), sizeof pointer);
+    zframe_destroy (&frame);
+    return pointer;
+}

@@ -20,4 +20,9 @@ zsock_t *inproc_push_new (const char *endpoint, int hwm, int sndtimeo, const cha
 //  so callers pass &id. Values are not owned unless a destructor is set.
 zhashx_t *inproc_conn_map_new (void);
 
+//  Pops the pointer a "CONFIG" pipe command carries (picture "p"). The
+//  pointee is a const rtws_config_t * owned by rtwsd.c; it outlives every
+//  actor that acknowledged it.
+const void *inproc_pop_pointer (zmsg_t *msg);
+
 #endif
