@@ -119,6 +119,7 @@
 #include <hiredis/hiredis.h>
 #include <hiredis/async.h>
 
+#include "channel.h"
 #include "codec.h"
 #include "log.h"
 #include "rtws.h"
@@ -129,7 +130,7 @@
 //  Connect plus handshake must be done within this, ms.
 #define REDIS_CONNECT_TIMEOUT   5000
 //  Largest payload forwarded from Redis (a MESSAGE to the router).
-#define REDIS_PAYLOAD_MAX       (16 * 1024 * 1024)
+#define REDIS_PAYLOAD_MAX       CHANNEL_PAYLOAD_MAX
 //  At most one line per kind of dropped input in this many ms.
 #define REDIS_LOG_INTERVAL      10000
 //  Timer when nothing is due, ms: the heartbeat of reconnects and sweeps.
@@ -138,7 +139,7 @@
 //  sub link counts as stuck.
 #define REDIS_SUB_BACKLOG_MAX   100000
 //  Room channels are "room:" + the room name.
-#define REDIS_CHANNEL_PREFIX    "room:"
+#define REDIS_CHANNEL_PREFIX    CHANNEL_PREFIX
 #define REDIS_CHANNEL_MAX       (5 + RTWS_ROOM_MAX + 1)
 //  Separates user and room in the pairs map; room names cannot contain it.
 #define REDIS_PAIR_SEP          '\x1f'
@@ -624,12 +625,12 @@ s_sub_send (redis_t *self, const char *verb, const char *room)
     return 0;
 }
 
-//  A message on a channel we subscribed: checked, then to the router.
+//  A message on a channel we subscribed: checked (src/channel.c), then to
+//  the router.
 static void
 s_on_message (redis_t *self, redisReply *channel, redisReply *payload)
 {
     uint64_t held;
-    size_t prefix = strlen (REDIS_CHANNEL_PREFIX);
     if (channel->type != REDIS_REPLY_STRING || payload->type != REDIS_REPLY_STRING) {
         self->bad_reply++;
         if (s_ratelog (&self->log_bad_reply, &held))
@@ -637,8 +638,9 @@ s_on_message (redis_t *self, redisReply *channel, redisReply *payload)
                       "(%" PRIu64 " similar not logged)", channel->type, payload->type, held);
         return;
     }
-    if (channel->len <= prefix || memcmp (channel->str, REDIS_CHANNEL_PREFIX, prefix) != 0
-    ||  !bridge_room_valid (channel->str + prefix, channel->len - prefix)) {
+    //  hiredis ends every string with a NUL, so room is a C string
+    const char *room = channel_room (channel->str, channel->len, NULL);
+    if (!room) {
         self->bad_channel++;
         if (s_ratelog (&self->log_bad_channel, &held)) {
             char shown [80];
@@ -649,8 +651,8 @@ s_on_message (redis_t *self, redisReply *channel, redisReply *payload)
         }
         return;
     }
-    const char *room = channel->str + prefix;
-    if (payload->len > REDIS_PAYLOAD_MAX) {
+    channel_payload_t verdict = channel_payload_check (payload->str, payload->len);
+    if (verdict == CHANNEL_PAYLOAD_TOO_BIG) {
         self->too_big++;
         if (s_ratelog (&self->log_too_big, &held))
             log_warn ("bridge", "payload of %zu bytes on %s is over %d: dropped "
@@ -663,7 +665,7 @@ s_on_message (redis_t *self, redisReply *channel, redisReply *payload)
         log_debug ("bridge", "message for %s after its last member left: dropped", channel->str);
         return;
     }
-    if (!codec_is_json_object (payload->str, payload->len)) {
+    if (verdict == CHANNEL_PAYLOAD_NOT_JSON) {
         self->non_json++;
         if (s_ratelog (&self->log_non_json, &held))
             log_warn ("bridge", "payload on %s is not a JSON object (%zu bytes): dropped "

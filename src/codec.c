@@ -24,6 +24,11 @@
       the frame.
     - Encoders return NULL when a string is not valid UTF-8 (jansson refuses
       to build it) or memory runs out; callers treat that as "drop and log".
+    - A raw NUL byte is never JSON (outside strings it is no token, inside
+      them it must be escaped), but jansson 2.14 silently skips one that
+      directly follows a number or true/false/null: it loads "{\"a\":0<NUL>}"
+      as {"a":0}. Both readers here refuse any raw NUL before jansson sees
+      the text (found by tests/fuzz/fuzz_channel.c).
 */
 #include "codec.h"
 
@@ -125,7 +130,7 @@ codec_parse (const char *data, size_t len, const char *room, codec_in_t *in)
 {
     assert (in);
     memset (in, 0, sizeof *in);
-    if (!data || len == 0)
+    if (!data || len == 0 || memchr (data, '\0', len))
         return s_error (in, "bad_json");
 
     json_error_t error;
@@ -342,11 +347,12 @@ codec_auth_ok (long long exp, size_t *len)
 bool
 codec_is_json_object (const char *data, size_t len)
 {
-    if (!data || len == 0)
-        return false;
     //  JSON_ALLOW_NUL: a "\u0000" escape is valid JSON and is forwarded as
-    //  the escape text, which clients decode; a raw NUL byte is still
-    //  refused by the parser, so the payload stays a valid C string.
+    //  the escape text, which clients decode. A raw NUL byte is refused
+    //  here (jansson may skip one, see the top of this file), so the
+    //  payload stays a valid C string.
+    if (!data || len == 0 || memchr (data, '\0', len))
+        return false;
     json_error_t error;
     json_t *obj = json_loadb (data, len, JSON_ALLOW_NUL, &error);
     bool is_object = obj && json_is_object (obj);
