@@ -25,13 +25,18 @@ MAKE = os.environ.get("RTWS_MAKE") or "make"
 UNITDIR = os.environ.get("RTWS_SYSTEMDUNITDIR", "")
 
 # Every variable rtwsd reads: docs/PROTOCOL.md section 1 plus the extras
-# rtwsd added (README "Configuration", src/config.c).
+# rtwsd added (README "Configuration", src/config.c), in the order of the
+# s_vars table (the order "rtwsd --check-config" prints them in). Kept by
+# hand on purpose: test_config_files.py also checks it against "rtwsd
+# --help", so a variable added to the daemon but not here is caught there.
 VARIABLES = [
     "HOST", "PORT", "JWT_SECRET", "JWT_ALG", "JWT_PUBLIC_KEY_FILE",
     "JWT_AUDIENCE", "JWT_ISSUER", "REDIS_URL", "REDIS_OUTBOX_SIZE",
     "ALLOWED_ORIGINS", "PRESENCE_TTL", "HEARTBEAT_INTERVAL", "IDLE_TIMEOUT",
     "MAX_MESSAGE_SIZE", "MAX_QUEUE_BYTES", "MAX_QUEUE_MESSAGES", "LOG_LEVEL",
-    "PERMESSAGE_DEFLATE",
+    "PERMESSAGE_DEFLATE", "RATE_LIMIT", "RATE_BURST", "MAX_CONNECTIONS",
+    "MAX_CONNECTIONS_PER_IP", "HANDSHAKE_TIMEOUT", "ADMIN_HOST", "ADMIN_PORT",
+    "DRAIN_TIMEOUT", "LOG_FORMAT",
 ]
 
 _failures = []
