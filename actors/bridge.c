@@ -20,6 +20,16 @@
     PUSH connected to RTWS_EP_GATEWAY
       out (gateway)  REFUSED conn ref          "s8s"  the engine cannot take conn's PUBLISH
                                                       ref (Redis outbox full)
+      out (gateway)  STATS "bridge" engine connected outbox reconnects not_json too_big
+                     bad_channel            "sssi88888" for /readyz and /metrics, every
+                                                      BRIDGE_STATS_INTERVAL ms, at start, and
+                                                      at once whenever connected changes:
+                                                      engine and connected as STATUS says;
+                                                      outbox depth; times connected again
+                                                      after losing Redis; payloads from
+                                                      Redis dropped as not one JSON object,
+                                                      as too big, or for a channel that is
+                                                      not room:{room} (totals; memory: 0)
     pipe (owner: rtwsd.c or a test)
       in             $TERM                     "s"    stop and free everything
       in             PRESENT user room         "sss"  reply "i": 1 when present, else 0
@@ -49,8 +59,8 @@
     in batches of up to BRIDGE_BATCH, then the engine writes what they
     produced in one go (pipelining).
 
-    Flow control: MESSAGE to the router and REFUSED to the gateway never
-    block (sndtimeo 0). The router may block sending to us, and the two of
+    Flow control: MESSAGE to the router, REFUSED and STATS to the gateway
+    never block (sndtimeo 0). The router may block sending to us, and the two of
     us form a cycle; as long as this end never blocks the cycle cannot
     deadlock. Past BRIDGE_ROUTER_HWM waiting MESSAGEs the router is wedged
     and MESSAGEs are dropped, counted and logged once per episode, as Redis
@@ -118,6 +128,8 @@
 #define BRIDGE_BATCH            1000
 //  After $TERM, how long a busy engine may still work, ms.
 #define BRIDGE_DRAIN_MS         1000
+//  How often the gateway hears STATS when nothing changes, ms.
+#define BRIDGE_STATS_INTERVAL   1000
 //  How often the memory engine purges expired presence keys, ms.
 #define BRIDGE_PURGE_INTERVAL   1000
 //  Separates user and room in a presence key; room names cannot contain it.
@@ -135,6 +147,8 @@ struct _bridge_t {
     void *state;                    //  the engine's own state, owned
     uint64_t dropped;               //  MESSAGEs shed in the current overload
     uint64_t refusals_dropped;      //  REFUSEDs shed in the current overload
+    int64_t next_stats;             //  zclock_mono () of the next periodic STATS
+    bool stats_connected;           //  connected as the last STATS said it
     bool terminated;                //  $TERM received
 };
 
@@ -616,6 +630,23 @@ s_bridge_recv_inbox (bridge_t *self)
         self->engine->flush (self->state);
 }
 
+//  STATS for the gateway: periodically, and at once when connected changed
+//  (so /readyz follows Redis within a poll). Never blocks: when the gateway
+//  inbox is full this one is lost and the next follows.
+static void
+s_bridge_stats (bridge_t *self, int64_t now)
+{
+    bridge_status_t status = { false, 0, 0, 0, 0, 0 };
+    self->engine->status (self->state, &status);
+    if (now < self->next_stats && status.connected == self->stats_connected)
+        return;
+    zsock_send (self->gateway, "sssi88888", "STATS", "bridge", self->engine->name,
+                status.connected ? 1 : 0, (uint64_t) status.outbox, status.reconnects,
+                status.non_json, status.too_big, status.bad_channel);
+    self->stats_connected = status.connected;
+    self->next_stats = now + BRIDGE_STATS_INTERVAL;
+}
+
 static void
 s_bridge_recv_pipe (bridge_t *self)
 {
@@ -645,7 +676,7 @@ s_bridge_recv_pipe (bridge_t *self)
     }
     else
     if (command && streq (command, "STATUS")) {
-        bridge_status_t status = { false, 0, 0 };
+        bridge_status_t status = { false, 0, 0, 0, 0, 0 };
         self->engine->status (self->state, &status);
         int depth = status.outbox > INT_MAX ? INT_MAX : (int) status.outbox;
         zsock_send (self->pipe, "sii8", self->engine->name, status.connected ? 1 : 0,
@@ -686,7 +717,12 @@ bridge_actor (zsock_t *pipe, void *args)
         }
         if (now >= engine->next_timer (self->state))
             engine->timer (self->state, now);
+        //  After $TERM the gateway is gone: no more STATS.
+        if (!self->terminated)
+            s_bridge_stats (self, now);
         int64_t timeout = engine->next_timer (self->state) - now;
+        if (!self->terminated && self->next_stats - now < timeout)
+            timeout = self->next_stats - now;
         if (self->terminated && stop_at - now < timeout)
             timeout = stop_at - now;
         if (timeout < 0)
@@ -881,19 +917,110 @@ s_stop (zactor_t **bridge_p, zsock_t **to_bridge_p)
     zsock_destroy (to_bridge_p);
 }
 
+//  The next message on the gateway socket other than a STATS (every bridge
+//  sends those every second whatever the test does), or NULL on timeout.
+static zmsg_t *
+s_recv_gateway (zsock_t *gateway)
+{
+    while (true) {
+        zmsg_t *msg = zmsg_recv (gateway);
+        if (!msg || !zframe_streq (zmsg_first (msg), "STATS"))
+            return msg;
+        zmsg_destroy (&msg);
+    }
+}
+
 //  Checks the next message on gateway is REFUSED conn ref.
 static void
 s_expect_refused (test_t *t, zsock_t *gateway, uint64_t conn, const char *ref,
                   const char *behaviour)
 {
-    char *verb = NULL, *got_ref = NULL;
-    uint64_t got_conn = 0;
-    bool ok = zsock_recv (gateway, "s8s", &verb, &got_conn, &got_ref) == 0
-           && verb && streq (verb, "REFUSED") && got_conn == conn
+    char *verb = NULL, *got_conn = NULL, *got_ref = NULL;
+    zmsg_t *msg = s_recv_gateway (gateway);
+    if (msg && zmsg_size (msg) == 3) {
+        verb = zmsg_popstr (msg);
+        got_conn = zmsg_popstr (msg);
+        got_ref = zmsg_popstr (msg);
+    }
+    bool ok = verb && streq (verb, "REFUSED") && got_conn
+           && strtoull (got_conn, NULL, 10) == conn
            && got_ref && streq (got_ref, ref);
     s_check (t, ok, behaviour);
+    zmsg_destroy (&msg);
     free (verb);
+    free (got_conn);
     free (got_ref);
+}
+
+//  A STATS "bridge" as the gateway reads it.
+typedef struct {
+    char engine [16];
+    int connected;
+    uint64_t outbox;
+    uint64_t reconnects;
+    uint64_t non_json;
+    uint64_t too_big;
+    uint64_t bad_channel;
+} test_stats_t;
+
+//  Throws away the STATS waiting on the gateway socket (those of bridges
+//  already stopped, too); false when something else was waiting.
+static bool
+s_flush_stats (zsock_t *gateway)
+{
+    zsock_set_rcvtimeo (gateway, 0);
+    bool only_stats = true;
+    zmsg_t *msg;
+    while ((msg = zmsg_recv (gateway))) {
+        if (!zframe_streq (zmsg_first (msg), "STATS"))
+            only_stats = false;
+        zmsg_destroy (&msg);
+    }
+    zsock_set_rcvtimeo (gateway, TEST_TIMEOUT);
+    return only_stats;
+}
+
+//  Reads STATS from the gateway socket until one says connected and has at
+//  least reconnects and too_big, within ms; false on timeout or when any
+//  other message comes first.
+static bool
+s_await_stats (zsock_t *gateway, int connected, uint64_t reconnects, uint64_t too_big, int ms,
+               test_stats_t *got)
+{
+    int64_t deadline = zclock_mono () + ms;
+    bool found = false;
+    while (!found) {
+        int64_t left = deadline - zclock_mono ();
+        if (left <= 0)
+            break;
+        zsock_set_rcvtimeo (gateway, (int) left);
+        zmsg_t *msg = zmsg_recv (gateway);
+        if (!msg)
+            break;
+        bool stats = zmsg_size (msg) == 9 && zframe_streq (zmsg_first (msg), "STATS");
+        if (stats) {
+            char *text [8];
+            for (int i = 0; i < 8; i++)
+                text [i] = zframe_strdup (zmsg_next (msg));
+            stats = streq (text [0], "bridge");
+            snprintf (got->engine, sizeof got->engine, "%s", text [1]);
+            got->connected = atoi (text [2]);
+            got->outbox = strtoull (text [3], NULL, 10);
+            got->reconnects = strtoull (text [4], NULL, 10);
+            got->non_json = strtoull (text [5], NULL, 10);
+            got->too_big = strtoull (text [6], NULL, 10);
+            got->bad_channel = strtoull (text [7], NULL, 10);
+            for (int i = 0; i < 8; i++)
+                free (text [i]);
+        }
+        zmsg_destroy (&msg);
+        if (!stats)
+            break;
+        found = got->connected == connected && got->reconnects >= reconnects
+             && got->too_big >= too_big;
+    }
+    zsock_set_rcvtimeo (gateway, TEST_TIMEOUT);
+    return found;
 }
 
 
@@ -910,6 +1037,11 @@ s_test_memory (test_t *t, rtws_config_t *config, zsock_t *router, zsock_t *gatew
     s_check (t, streq (status.engine, "memory") && status.connected == 1
              && status.outbox == 0 && status.non_json == 0,
              "STATUS of the memory engine: memory, connected, empty outbox, nothing dropped");
+    test_stats_t stats;
+    s_check (t, s_await_stats (gateway, 1, 0, 0, 2500, &stats) && streq (stats.engine, "memory")
+             && stats.outbox == 0 && stats.reconnects == 0 && stats.non_json == 0
+             && stats.too_big == 0 && stats.bad_channel == 0,
+             "STATS to the gateway: memory engine, connected, nothing waiting or dropped");
 
     //  Rooms: subscribed ones loop back verbatim, others are dropped.
     zsock_send (to_bridge, "ss", "SUBSCRIBE", "a");
@@ -1021,11 +1153,7 @@ s_test_memory (test_t *t, rtws_config_t *config, zsock_t *router, zsock_t *gatew
     s_check (t, s_ask (bridge, "PRESENT", "dave", "r1") == 0, "an expired key stays gone");
     s_stop (&bridge, &to_bridge);
 
-    zsock_set_rcvtimeo (gateway, 0);
-    zmsg_t *stray = zmsg_recv (gateway);
-    s_check (t, stray == NULL, "the memory engine never refuses");
-    zmsg_destroy (&stray);
-    zsock_set_rcvtimeo (gateway, TEST_TIMEOUT);
+    s_check (t, s_flush_stats (gateway), "the memory engine never refuses");
 }
 
 
@@ -1587,9 +1715,14 @@ s_test_redis_outage (test_t *t, rtws_config_t *config, zsock_t *router, zsock_t 
     s_sync (t, to_bridge, router, "SUBSCRIBE x and PRESENCE_UP fay, then a sync");
 
     //  Killed: PUBLISHes wait, in order, up to the bound; then REFUSED.
+    s_check (t, s_flush_stats (gateway), "nothing but STATS on the gateway socket before the kill");
     s_redis_kill (redis);
     int64_t took = s_await_connected (bridge, idle, 0, TEST_TIMEOUT);
     s_check (t, took >= 0, "kill redis-server: STATUS connected becomes 0");
+    //  Sent when connected changed, not at the next periodic STATS.
+    test_stats_t stats;
+    s_check (t, s_await_stats (gateway, 0, 0, 0, 200, &stats) && streq (stats.engine, "redis"),
+             "the gateway hears STATS connected 0 as soon as Redis is lost");
     char payload [64];
     for (int i = 0; i < 5; i++) {
         snprintf (payload, sizeof payload, "{\"out\":%d}", i);
@@ -1620,6 +1753,8 @@ s_test_redis_outage (test_t *t, rtws_config_t *config, zsock_t *router, zsock_t 
     s_check (t, s_exists (c, "rt:presence:user:fay:r1") == 1,
              "presence is asserted again in the new Redis");
     s_check (t, s_status (bridge).outbox == 0, "the outbox is empty again");
+    s_check (t, s_await_stats (gateway, 1, 1, 0, 2500, &stats) && stats.reconnects == 1,
+             "STATS: connected again, one reconnect counted");
 
     //  Stopped: the bridge never blocks, PUBLISHes in flight count against
     //  the bound, and everything flows again on SIGCONT.
@@ -1758,6 +1893,11 @@ s_test_redis (test_t *t, rtws_config_t *config, zsock_t *router, zsock_t *gatewa
     redisContext *c = s_client (&redis);
     assert (c);
     s_test_redis_rooms (t, bridge, to_bridge, router, c, &redis, idle);
+    test_stats_t stats;
+    s_check (t, s_await_stats (gateway, 1, 0, 1, 2500, &stats) && streq (stats.engine, "redis")
+             && stats.too_big == 1 && stats.non_json == s_status (bridge).non_json
+             && stats.non_json >= 6 && stats.bad_channel == 0,
+             "STATS to the gateway: redis, connected, the dropped payloads by reason");
     s_test_redis_presence (t, bridge, to_bridge, router, c, idle);
     s_test_redis_client_kill (t, bridge, to_bridge, router, c, idle);
     //  A graceful stop still sends what the last messages asked for, even
@@ -1913,10 +2053,7 @@ bridge_test (bool verbose)
     zmsg_t *stray = zmsg_recv (router);
     s_check (t, stray == NULL, "nothing unexpected left on the router socket");
     zmsg_destroy (&stray);
-    zsock_set_rcvtimeo (gateway, 0);
-    stray = zmsg_recv (gateway);
-    s_check (t, stray == NULL, "nothing unexpected left on the gateway socket");
-    zmsg_destroy (&stray);
+    s_check (t, s_flush_stats (gateway), "nothing unexpected left on the gateway socket");
     zpoller_destroy (&idle);
     zsock_destroy (&gateway);
     zsock_destroy (&router);

@@ -17,11 +17,14 @@
 
 typedef struct _bridge_t bridge_t;
 
-//  What STATUS reports (the pipe's "sii8" answer).
+//  What STATUS (the pipe's "sii8" answer) and STATS (to the gateway) report.
 typedef struct {
     bool connected;             //  memory: always; Redis: both links up and handshaken
     size_t outbox;              //  PUBLISHes waiting plus commands unanswered
     uint64_t non_json;          //  payloads from outside dropped as not a JSON object
+    uint64_t too_big;           //  ... dropped as larger than the bound
+    uint64_t bad_channel;       //  messages dropped: channel not room:{valid room}
+    uint64_t reconnects;        //  times connected again after losing Redis
 } bridge_status_t;
 
 typedef struct {

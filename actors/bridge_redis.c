@@ -56,8 +56,10 @@
     password, db out of range, a loading Redis) is logged and counts as a
     failed connection, as does not being ready within REDIS_CONNECT_TIMEOUT.
     A failed or lost link reconnects after 1 s, 2 s, 4 s, 8 s, then every
-    10 s, starting again at 1 s once it was ready. "connected" (STATUS) is
-    one place: both links ready.
+    10 s, starting again at 1 s once it was ready. "connected" (STATUS, and
+    the STATS the bridge sends the gateway for /readyz) is one place: both
+    links ready. Each time it becomes true again after having been true
+    counts as one reconnect.
 
     Rooms. rooms is the set the router asked for (SUBSCRIBE on the first
     local member, UNSUBSCRIBE after the last, in order). The sub link sends
@@ -248,6 +250,8 @@ struct _redis_t {
     link_t sub;                 //  SUBSCRIBE/UNSUBSCRIBE, messages in
     link_t cmd;                 //  PUBLISH, presence scripts
     bool was_connected;         //  both links were ready at the last look
+    bool ever_connected;        //  both links were ready at some point
+    uint64_t reconnects;        //  times both became ready again after a loss
     bool closing;               //  destroy in progress: the links' ends are not news
     zhashx_t *rooms;            //  rooms with a local member; items unused
     uint64_t subs_sent;         //  SUBSCRIBEs sent, over every sub connection
@@ -370,8 +374,12 @@ static void
 s_check_connected (redis_t *self)
 {
     bool connected = s_connected (self);
-    if (connected && !self->was_connected)
+    if (connected && !self->was_connected) {
         log_info ("bridge", "connected to Redis at %s: rooms and presence are shared", self->where);
+        if (self->ever_connected)
+            self->reconnects++;
+        self->ever_connected = true;
+    }
     else
     if (!connected && self->was_connected && !self->closing)
         log_warn ("bridge", "not connected to Redis: PUBLISHes wait in the outbox "
@@ -1128,6 +1136,9 @@ s_redis_status (void *state, bridge_status_t *status)
     status->connected = s_connected (self);
     status->outbox = s_outbox_depth (self);
     status->non_json = self->non_json;
+    status->too_big = self->too_big;
+    status->bad_channel = self->bad_channel;
+    status->reconnects = self->reconnects;
 }
 
 static int64_t

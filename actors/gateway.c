@@ -4,12 +4,22 @@
     GET /ws/{room}, runs the handshake checks of docs/PROTOCOL.md section 2
     before the upgrade, turns client frames into router and presence
     messages, writes DELIVERed frames, and keeps heartbeat and idle timers.
+    It also serves the operations endpoints (/healthz, /readyz, /metrics)
+    on a second listener, and drains the node on request.
 
     Message vocabulary (pictures are zsock_send pictures):
 
     Pipe (from rtwsd.c or a test):
-        $TERM                   close every client with 1001, then exit
+        $TERM                   close every client with 1001 at once, then exit
         PORT            -> i    the bound listen port, -1 when listening failed
+        ADMIN_PORT      -> i    the bound admin port; 0 when ADMIN_PORT=0 (off),
+                                -1 when the admin listener could not listen
+        DRAIN           -> i    stop accepting (handshakes 503, /readyz 503),
+                                close every client with 1001 "going away",
+                                spread evenly over DRAIN_TIMEOUT seconds,
+                                and answer once the last one is gone: i is
+                                how many connections the drain closed. Sent
+                                once, before $TERM.
 
     In, PULL bound at RTWS_EP_GATEWAY (from router and bridge):
         DELIVER payload conns   ssb   write payload (a JSON text frame) to
@@ -17,6 +27,22 @@
                                       rtws_conn_id_t, unknown ids are skipped
         REFUSED conn ref        s8s   the bridge could not take conn's PUBLISH
                                       ref: answer system.error "unavailable"
+        STATS "router" rooms shed
+                                ss88  every second: rooms with a local member;
+                                      DELIVERs the router shed since start
+                                      because our inbox was full
+        STATS "bridge" engine connected outbox reconnects not_json too_big bad_channel
+                                sssi88888
+                                      every second, and at once when
+                                      connected changes: engine "memory" or
+                                      "redis"; connected 1/0 (memory: 1);
+                                      Redis outbox depth; times the node
+                                      connected to Redis again after losing
+                                      it; payloads from Redis dropped as not
+                                      a JSON object, too big, or on a channel
+                                      that is not room:{room} (all totals)
+                                The latest STATS of each sender is cached for
+                                /readyz and /metrics; nothing is answered.
 
     Out, PUSH to RTWS_EP_ROUTER:
         JOIN conn room          s8s   a connection was upgraded in room
@@ -38,8 +64,39 @@
     service thread, then calls lws_cancel_service(), the one lws call that
     is safe from another thread. The service thread gets
     LWS_CALLBACK_EVENT_WAIT_CANCELLED and drains the PAIR completely
-    (wake-ups merge). Every other lws call, every session and the sockets
-    to auth, router and presence belong to the service thread alone.
+    (wake-ups merge). Every other lws call, every session, the metrics, the
+    cached STATS and the sockets to auth, router and presence belong to the
+    service thread alone. One message goes the other way on the PAIR:
+    "DRAINED" i, when a drain is complete; the actor thread turns it into
+    the answer to DRAIN on the pipe.
+
+    Two vhosts in one lws context (LWS_SERVER_OPTION_EXPLICIT_VHOSTS):
+    "public" on HOST:PORT serves /ws/{room} as before; "admin" on
+    ADMIN_HOST:ADMIN_PORT (not created when ADMIN_PORT is 0) answers plain
+    HTTP GET only: /healthz 200 "ok" whenever the service loop runs;
+    /readyz 200 "ready" while the node accepts connections and, with the
+    Redis engine, the bridge says it is connected, else 503 with the reason
+    ("draining", "redis disconnected", "full"); /metrics in the Prometheus
+    text format 0.0.4; anything else 404, other methods 405, a WebSocket
+    upgrade 404. lws bounds the request line and headers; each answer is
+    built into one buffer of at most S_ADMIN_BODY_MAX bytes. Both vhosts
+    share the one service thread, so an answer on the admin port also
+    proves the WebSocket side is being served.
+
+    Metrics are plain integers owned by the service thread, counted where
+    the event happens; the fan-out path pays one increment per frame
+    written, plus one histogram bucket for frames that carry a "ts": the
+    accept time of a chat.delivery (wall clock, written last by our
+    encoder), parsed once per DELIVER, not per recipient. A "ts" from
+    another node includes the clock difference between the two.
+
+    Drain: connections open when DRAIN arrives are closed in batches every
+    S_DRAIN_TICK_US, so that after k of the DRAIN_TIMEOUT / tick batches
+    about k / batches of them are closed (DRAIN_TIMEOUT 0: all at once); the
+    last batch also closes anything still open. The drain is over as soon
+    as no connection is left. A client that does not answer its close frame
+    is dropped after S_CLOSE_GRACE_US, so a drain ends at most
+    DRAIN_TIMEOUT + 2 s after it began; an idle node drains at once.
 
     The handshake asks auth synchronously: FILTER_PROTOCOL_CONNECTION must
     return its verdict before lws answers the upgrade, and lws 4.1 cannot
@@ -56,9 +113,12 @@
 #include "gateway.h"
 
 #include <libwebsockets.h>
+#include <limits.h>
 #include <openssl/crypto.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
 #include <time.h>
 
 #include "codec.h"
@@ -74,6 +134,8 @@
 typedef struct {
     size_t refs;                //  queues (and the caller) holding it
     size_t len;                 //  payload bytes after the headroom
+    double ts;                  //  accept time (Unix s) for the latency
+                                //  histogram, 0 = not observed
     unsigned char buf [];       //  LWS_PRE headroom, then the payload
 } s_frame_t;
 
@@ -121,18 +183,124 @@ typedef struct {
     size_t count;               //  used slots
 } s_connmap_t;
 
+//  Per-request data of the admin listener.
+typedef struct {
+    char *body;                 //  the answer after LWS_PRE headroom, until written
+    size_t len;                 //  its bytes
+} s_admin_session_t;
+
+//  Why a handshake was answered without an upgrade.
+typedef enum {
+    S_REJECT_BAD_ROOM,
+    S_REJECT_BAD_ORIGIN,
+    S_REJECT_UNAUTHORIZED,
+    S_REJECT_SERVER_FULL,
+    S_REJECT_PER_IP,
+    S_REJECT_URI_TOO_LONG,
+    S_REJECT_NOT_FOUND,
+    S_REJECT_UNAVAILABLE,       //  draining, stopping, or auth did not answer
+    S_REJECTS
+} s_reject_t;
+
+static const char *const s_reject_names [S_REJECTS] = {
+    "bad_room", "bad_origin", "unauthorized", "server_full",
+    "too_many_per_ip", "uri_too_long", "not_found", "unavailable"
+};
+
+//  Why a frame did not reach a client (or the room).
+typedef enum {
+    S_DROP_RATE_LIMITED,        //  a client frame over its token bucket
+    S_DROP_SLOW_CONSUMER,       //  frames discarded with a slow consumer
+    S_DROP_UNAVAILABLE,         //  a chat.message the router or bridge refused
+    S_DROP_CLOSING,             //  a frame for a connection already closing
+    S_DROPS
+} s_drop_t;
+
+static const char *const s_drop_names [S_DROPS] = {
+    "rate_limited", "slow_consumer", "unavailable", "closing"
+};
+
+//  Closes by code and reason. A fixed table, so clients cannot grow the
+//  label set: their own codes other than 1000 and 1001 count as "other".
+//  1006 "abnormal": the connection ended without a close code either side
+//  gave (the client vanished, or lws closed it, e.g. for invalid UTF-8).
+typedef struct {
+    int code;                   //  0 = any other code
+    const char *label;          //  the code as the label shows it
+    const char *reason;
+} s_close_kind_t;
+
+static const char s_client_closed [] = "client closed";
+
+static const s_close_kind_t s_close_kinds [] = {
+    { 1000, "1000", "idle timeout" },
+    { 1001, "1001", "going away" },
+    { 1003, "1003", "binary frame" },
+    { 1008, "1008", "slow consumer" },
+    { 1008, "1008", "rate limited" },
+    { 1008, "1008", "token expired" },
+    { 1009, "1009", "message too big" },
+    { 1000, "1000", s_client_closed },
+    { 1001, "1001", s_client_closed },
+    { 0, "other", s_client_closed },
+    { 1006, "1006", "abnormal" },
+    { 0, "other", "other" }
+};
+#define S_CLOSE_KINDS (sizeof s_close_kinds / sizeof s_close_kinds [0])
+
+//  Upper bounds of the delivery latency histogram, seconds.
+static const double s_latency_bounds [] = {
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1, 2.5, 5
+};
+#define S_LATENCY_BOUNDS (sizeof s_latency_bounds / sizeof s_latency_bounds [0])
+
+//  What /metrics reports of the gateway's own work (service thread only).
+typedef struct {
+    uint64_t connections;       //  connections upgraded since start
+    uint64_t rejections [S_REJECTS];
+    uint64_t received;          //  complete client data messages
+    uint64_t received_bytes;    //  payload bytes of client data frames
+    uint64_t published;         //  chat.messages handed to the router
+    uint64_t deliveries;        //  frames written to clients
+    uint64_t sent_bytes;        //  payload bytes of those frames
+    uint64_t drops [S_DROPS];
+    uint64_t closes [S_CLOSE_KINDS];
+    uint64_t latency [S_LATENCY_BOUNDS + 1];  //  per bucket, the last is +Inf
+    double latency_sum;         //  seconds, over every observation
+    uint64_t latency_count;     //  observations
+} s_metrics_t;
+
+//  The latest STATS of router and bridge (service thread only).
+typedef struct {
+    uint64_t rooms;             //  router: rooms with a local member
+    uint64_t router_shed;       //  router: DELIVERs shed, total
+    bool bridge_heard;          //  a bridge STATS arrived
+    bool connected;             //  bridge: connected (memory: always)
+    uint64_t outbox;            //  bridge: Redis outbox depth
+    uint64_t reconnects;        //  bridge: reconnections to Redis
+    uint64_t not_json;          //  bridge: payloads dropped, by reason
+    uint64_t too_big;
+    uint64_t bad_channel;
+} s_stats_t;
+
 typedef struct {
     const rtws_config_t *config;  //  read-only, owned by rtwsd.c
     struct lws_context *context;  //  NULL when listening failed
-    struct lws_vhost *vhost;
+    struct lws_vhost *vhost;    //  "public": /ws/{room}
+    struct lws_vhost *admin;    //  "admin": /healthz /readyz /metrics, or NULL
     int port;                   //  bound port, -1 when listening failed
+    int admin_port;             //  bound admin port, 0 = off, -1 = failed
+    bool redis;                 //  the bridge runs the Redis engine
+    int64_t started;            //  wall clock Unix s at start-up
     pthread_t service;          //  the lws service thread
     bool service_started;
     zsock_t *pipe;              //  actor thread: our owner
     zsock_t *pull;              //  actor thread: DELIVER from router
     zsock_t *pair_in;           //  actor thread: forwards to the service thread
+    bool drain_asked;           //  actor thread: DRAIN waits for its answer
     //  Everything below belongs to the service thread once it runs.
-    zsock_t *pair_out;          //  messages from the actor thread
+    zsock_t *pair_out;          //  messages from (and DRAINED to) the actor thread
     zsock_t *router;            //  PUSH to RTWS_EP_ROUTER
     zsock_t *presence;          //  PUSH to RTWS_EP_PRESENCE
     zsock_t *auth;              //  DEALER to RTWS_EP_AUTH
@@ -143,7 +311,14 @@ typedef struct {
                                 //  pointer-sized count), when capped
     bool stopping;              //  $TERM seen: refuse, close, then exit
     bool done;                  //  the service loop may end
-    int64_t stop_deadline;      //  monotonic us: give up on slow closers
+    bool draining;              //  DRAIN seen: refuse, close in batches
+    int64_t drain_start;        //  monotonic us of DRAIN
+    size_t drain_total;         //  connections open when DRAIN came
+    size_t drain_closed;        //  connections the drain has closed so far
+    bool drain_reported;        //  DRAINED was sent: the drain is over
+    lws_sorted_usec_list_t drain_sul;  //  the next batch
+    s_metrics_t metrics;        //  counted here, rendered by /metrics
+    s_stats_t stats;            //  cached STATS of router and bridge
 } gateway_t;
 
 //  How long a client gets to answer our close frame before it is dropped.
@@ -155,6 +330,11 @@ typedef struct {
 #define S_WRITES_PER_ROUND  64
 //  Activity refreshes presence at most this often per connection.
 #define S_TOUCH_EVERY_US    (1000000LL)
+//  A drain closes one batch of connections this often.
+#define S_DRAIN_TICK_US     (100000LL)
+//  Largest admin answer (the metrics text is far smaller: its label sets
+//  are fixed).
+#define S_ADMIN_BODY_MAX    (64 * 1024)
 
 static int64_t
 s_now_us (void)
@@ -259,6 +439,7 @@ s_frame_new (const char *data, size_t len)
         return NULL;
     frame->refs = 0;
     frame->len = len;
+    frame->ts = 0;
     memcpy (frame->buf + LWS_PRE, data, len);
     return frame;
 }
@@ -322,6 +503,55 @@ s_queue_clear (s_queue_t *queue)
 }
 
 //  --------------------------------------------------------------------------
+//  Delivery latency (service thread)
+
+//  The accept time a payload carries: the number after its last "ts": key
+//  (our encoder writes ts last, as seconds with a fraction), or 0 when it
+//  has none (a backend's publish). Parsed by hand: locale-free, bounded.
+static double
+s_payload_ts (const char *data, size_t len)
+{
+    static const char key [] = "\"ts\":";
+    size_t klen = sizeof key - 1;
+    if (len <= klen)
+        return 0;
+    size_t at = len - klen;
+    while (memcmp (data + at, key, klen) != 0) {
+        if (at == 0)
+            return 0;
+        at--;
+    }
+    const char *p = data + at + klen;
+    const char *end = data + len;
+    double seconds = 0;
+    int digits = 0;
+    for (; p < end && *p >= '0' && *p <= '9' && digits < 16; p++, digits++)
+        seconds = seconds * 10 + (*p - '0');
+    if (digits == 0)
+        return 0;
+    if (p < end && *p == '.') {
+        double scale = 0.1;
+        for (p++; p < end && *p >= '0' && *p <= '9' && scale > 1e-10; p++, scale /= 10)
+            seconds += (*p - '0') * scale;
+    }
+    return seconds;
+}
+
+//  One observation: one bucket, the sum and the count.
+static void
+s_latency_observe (s_metrics_t *metrics, double seconds)
+{
+    if (seconds < 0)
+        seconds = 0;            //  the accepting node's clock runs ahead of ours
+    size_t bucket = 0;
+    while (bucket < S_LATENCY_BOUNDS && seconds > s_latency_bounds [bucket])
+        bucket++;
+    metrics->latency [bucket]++;
+    metrics->latency_sum += seconds;
+    metrics->latency_count++;
+}
+
+//  --------------------------------------------------------------------------
 //  Sessions: closing and sending (service thread)
 
 //  Asks for a close with code and reason at the next WRITEABLE; a client
@@ -343,14 +573,17 @@ s_session_close (struct lws *wsi, s_session_t *session, int code, const char *re
 static void
 s_session_send (gateway_t *self, struct lws *wsi, s_session_t *session, s_frame_t *frame)
 {
-    if (session->close_code)
+    if (session->close_code) {
+        self->metrics.drops [S_DROP_CLOSING]++;
         return;
+    }
     if (s_queue_push (&session->out, frame, self->config) == 0)
         lws_callback_on_writable (wsi);
     else {
         log_warn (GW, "conn %" PRIu64 " user=%s room=%s: slow consumer, %zu frames / %zu bytes unsent",
                   session->id, session->user, session->room,
                   session->out.count, session->out.bytes);
+        self->metrics.drops [S_DROP_SLOW_CONSUMER] += session->out.count + 1;
         s_queue_clear (&session->out);
         s_session_close (wsi, session, LWS_CLOSE_STATUS_POLICY_VIOLATION, "slow consumer");
     }
@@ -408,6 +641,15 @@ s_reject (struct lws *wsi, int status, const char *reason, const char *body)
                       status, reason, strlen (body) + 1, body);
     lws_write (wsi, buf + LWS_PRE, (size_t) n, LWS_WRITE_HTTP_HEADERS);
     return -1;
+}
+
+//  s_reject, counted by reason for /metrics.
+static int
+s_refuse (gateway_t *self, struct lws *wsi, s_reject_t why, int status, const char *reason,
+          const char *body)
+{
+    self->metrics.rejections [why]++;
+    return s_reject (wsi, status, reason, body);
 }
 
 static bool
@@ -513,39 +755,42 @@ s_filter (gateway_t *self, struct lws *wsi, s_session_t *session)
 {
     char *peer = session->peer;
     lws_get_peer_simple (wsi, peer, sizeof session->peer);
-    if (self->stopping)
-        return s_reject (wsi, 503, "Service Unavailable", "shutting down");
+    if (self->stopping || self->draining)
+        return s_refuse (self, wsi, S_REJECT_UNAVAILABLE, 503, "Service Unavailable",
+                         "shutting down");
 
     //  0. Capacity, before any work: the node's and this address's share.
     if (self->conns.count >= self->config->max_connections) {
         log_warn (GW, "refused %s: MAX_CONNECTIONS (%zu) reached", peer,
                   self->config->max_connections);
-        return s_reject (wsi, 503, "Service Unavailable", "server full");
+        return s_refuse (self, wsi, S_REJECT_SERVER_FULL, 503, "Service Unavailable",
+                         "server full");
     }
     if (self->per_peer && (size_t) (uintptr_t) zhashx_lookup (self->per_peer, peer)
                           >= self->config->max_connections_per_ip) {
         log_warn (GW, "refused %s: MAX_CONNECTIONS_PER_IP (%zu) reached", peer,
                   self->config->max_connections_per_ip);
-        return s_reject (wsi, 429, "Too Many Requests", "too many connections");
+        return s_refuse (self, wsi, S_REJECT_PER_IP, 429, "Too Many Requests",
+                         "too many connections");
     }
 
     //  1. Room from the path: /ws/{room}
     char uri [256];
     if (lws_hdr_total_length (wsi, WSI_TOKEN_GET_URI) >= (int) sizeof uri) {
         log_info (GW, "refused %s: URI too long", peer);
-        return s_reject (wsi, 414, "URI Too Long", "uri too long");
+        return s_refuse (self, wsi, S_REJECT_URI_TOO_LONG, 414, "URI Too Long", "uri too long");
     }
     int ulen = lws_hdr_copy (wsi, uri, sizeof uri, WSI_TOKEN_GET_URI);
     if (ulen < 0 || strncmp (uri, "/ws/", 4) != 0) {
         if (ulen >= 0 && strncmp (uri, "/ws/", 4) != 0 && strcmp (uri, "/ws") != 0)
-            return s_reject (wsi, 404, "Not Found", "not found");
+            return s_refuse (self, wsi, S_REJECT_NOT_FOUND, 404, "Not Found", "not found");
         log_info (GW, "refused %s: bad room", peer);
-        return s_reject (wsi, 400, "Bad Request", "bad room");
+        return s_refuse (self, wsi, S_REJECT_BAD_ROOM, 400, "Bad Request", "bad room");
     }
     const char *room = uri + 4;
     if (!s_room_valid (room)) {
         log_info (GW, "refused %s: bad room", peer);
-        return s_reject (wsi, 400, "Bad Request", "bad room");
+        return s_refuse (self, wsi, S_REJECT_BAD_ROOM, 400, "Bad Request", "bad room");
     }
 
     //  2. Origin against the allow-list, both normalised.
@@ -558,7 +803,7 @@ s_filter (gateway_t *self, struct lws *wsi, s_session_t *session)
         free (normal);
         if (!allowed) {
             log_info (GW, "refused %s room=%s: bad origin", peer, room);
-            return s_reject (wsi, 403, "Forbidden", "bad origin");
+            return s_refuse (self, wsi, S_REJECT_BAD_ORIGIN, 403, "Forbidden", "bad origin");
         }
     }
 
@@ -568,16 +813,17 @@ s_filter (gateway_t *self, struct lws *wsi, s_session_t *session)
     if (found != 1) {
         log_info (GW, "refused %s room=%s: %s", peer, room,
                   found == 0 ? "no token" : "token too large");
-        return s_reject (wsi, 401, "Unauthorized", "unauthorized");
+        return s_refuse (self, wsi, S_REJECT_UNAUTHORIZED, 401, "Unauthorized", "unauthorized");
     }
     int verdict = s_verify (self, token, session->user, sizeof session->user, &session->exp);
     if (verdict == -2) {
         log_error (GW, "refused %s room=%s: auth did not answer", peer, room);
-        return s_reject (wsi, 503, "Service Unavailable", "auth unavailable");
+        return s_refuse (self, wsi, S_REJECT_UNAVAILABLE, 503, "Service Unavailable",
+                         "auth unavailable");
     }
     if (verdict != 0) {
         log_info (GW, "refused %s room=%s: invalid token", peer, room);
-        return s_reject (wsi, 401, "Unauthorized", "unauthorized");
+        return s_refuse (self, wsi, S_REJECT_UNAUTHORIZED, 401, "Unauthorized", "unauthorized");
     }
     snprintf (session->room, sizeof session->room, "%s", room);
     return 0;
@@ -609,8 +855,30 @@ s_established (gateway_t *self, struct lws *wsi, s_session_t *session)
     lws_get_peer_simple (wsi, peer, sizeof peer);
     log_info (GW, "open conn=%" PRIu64 " user=%s room=%s peer=%s",
               session->id, session->user, session->room, peer);
+    self->metrics.connections++;
     s_session_schedule (self, wsi, session, now);
+    //  Its handshake passed before the drain began: it goes with the drain.
+    if (self->draining)
+        s_session_close (wsi, session, LWS_CLOSE_STATUS_GOINGAWAY, "going away");
 }
+
+//  Which row of s_close_kinds a closed session counts in.
+static size_t
+s_close_kind (const s_session_t *session)
+{
+    int code = session->close_code;
+    const char *reason = session->close_reason;
+    if (!code || !reason)
+        code = 1006, reason = "abnormal";
+    for (size_t i = 0; i < S_CLOSE_KINDS; i++) {
+        const s_close_kind_t *kind = &s_close_kinds [i];
+        if ((kind->code == code || kind->code == 0) && streq (kind->reason, reason))
+            return i;
+    }
+    return S_CLOSE_KINDS - 1;
+}
+
+static void s_drain_check (gateway_t *self);
 
 static void
 s_closed (gateway_t *self, struct lws *wsi, s_session_t *session)
@@ -630,6 +898,7 @@ s_closed (gateway_t *self, struct lws *wsi, s_session_t *session)
                   session->id, session->user, session->room, session->close_code,
                   session->close_reason ? session->close_reason : "",
                   (double) (s_now_us () - session->opened) / 1e6);
+        self->metrics.closes [s_close_kind (session)]++;
         session->id = 0;
     }
     s_queue_clear (&session->out);
@@ -639,6 +908,9 @@ s_closed (gateway_t *self, struct lws *wsi, s_session_t *session)
     session->rx_cap = 0;
     if (self->stopping && self->conns.count == 0)
         self->done = true;
+    else
+    if (self->draining)
+        s_drain_check (self);
 }
 
 //  Token bucket: RATE_LIMIT frames per second, RATE_BURST deep. Returns
@@ -667,7 +939,9 @@ s_message (gateway_t *self, struct lws *wsi, s_session_t *session, const char *d
     codec_kind_t kind = codec_parse (data, len, session->room, &in);
     size_t olen = 0;
     char id [33];
+    self->metrics.received++;
     if (!s_rate_allows (self, session)) {
+        self->metrics.drops [S_DROP_RATE_LIMITED]++;
         //  Over the bucket: the frame is dropped and the client told; one
         //  who keeps going for a whole burst more is closed.
         if (++session->strikes >= self->config->rate_burst) {
@@ -690,9 +964,13 @@ s_message (gateway_t *self, struct lws *wsi, s_session_t *session, const char *d
             if (payload && zsock_send (self->router, "sss8s", "PUBLISH", session->room, payload,
                                        session->id, in.id ? in.id : id) == -1) {
                 log_error (GW, "conn %" PRIu64 ": router queue full, message refused", session->id);
+                self->metrics.drops [S_DROP_UNAVAILABLE]++;
                 s_session_send_text (self, wsi, session,
                                      codec_system_error ("unavailable", in.id ? in.id : id, NULL));
             }
+            else
+            if (payload)
+                self->metrics.published++;
             free (payload);
             break;
         }
@@ -730,6 +1008,7 @@ s_receive (gateway_t *self, struct lws *wsi, s_session_t *session, const char *i
 {
     if (session->close_code)
         return 0;                       //  closing: input is discarded
+    self->metrics.received_bytes += len;
     if (lws_frame_is_binary (wsi)) {
         static const char reason [] = "binary frames are not supported";
         lws_close_reason (wsi, LWS_CLOSE_STATUS_UNACCEPTABLE_OPCODE,
@@ -801,15 +1080,24 @@ s_writeable (gateway_t *self, struct lws *wsi, s_session_t *session)
     //  Write while the socket takes it: one poll round per burst, not per
     //  frame. lws keeps what the kernel refused and reports the pipe choked
     //  until it is flushed, so no frame is written over a partial one.
+    double now = 0;             //  wall clock, read once per round when needed
     for (int written = 0; written < S_WRITES_PER_ROUND; written++) {
         s_frame_t *frame = s_queue_pop (&session->out);
         if (!frame)
             return 0;
         size_t len = frame->len;
         int n = lws_write (wsi, frame->buf + LWS_PRE, len, LWS_WRITE_TEXT);
+        double ts = frame->ts;
         s_frame_unref (frame);
         if (n < (int) len)
             return -1;
+        self->metrics.deliveries++;
+        self->metrics.sent_bytes += len;
+        if (ts > 0) {
+            if (now == 0)
+                now = codec_now ();
+            s_latency_observe (&self->metrics, now - ts);
+        }
         if (lws_send_pipe_choked (wsi))
             break;
     }
@@ -859,6 +1147,7 @@ s_deliver (gateway_t *self, zmsg_t *msg)
     s_frame_t *frame = s_frame_new ((const char *) zframe_data (payload), zframe_size (payload));
     if (frame) {
         frame->refs = 1;
+        frame->ts = s_payload_ts ((const char *) zframe_data (payload), zframe_size (payload));
         size_t count = zframe_size (ids) / sizeof (rtws_conn_id_t);
         const unsigned char *data = zframe_data (ids);
         for (size_t i = 0; i < count; i++) {
@@ -883,6 +1172,7 @@ s_refused (gateway_t *self, zmsg_t *msg)
     char *conn = zmsg_popstr (msg);
     char *ref = zmsg_popstr (msg);
     assert (conn && ref);
+    self->metrics.drops [S_DROP_UNAVAILABLE]++;
     rtws_conn_id_t id = strtoull (conn, NULL, 10);
     struct lws *wsi = id ? s_connmap_get (&self->conns, id) : NULL;
     if (wsi)
@@ -892,12 +1182,149 @@ s_refused (gateway_t *self, zmsg_t *msg)
     zstr_free (&ref);
 }
 
+//  Pops a number sent with picture "i" or "8" (decimal text). A missing
+//  frame is a sibling's programming error.
+static uint64_t
+s_pop_number (zmsg_t *msg)
+{
+    char *text = zmsg_popstr (msg);
+    assert (text);
+    uint64_t value = strtoull (text, NULL, 10);
+    zstr_free (&text);
+    return value;
+}
+
+//  STATS from router or bridge: the latest values replace the cache.
+static void
+s_stats (gateway_t *self, zmsg_t *msg)
+{
+    char *source = zmsg_popstr (msg);
+    if (source && streq (source, "router") && zmsg_size (msg) == 2) {
+        self->stats.rooms = s_pop_number (msg);
+        self->stats.router_shed = s_pop_number (msg);
+    }
+    else
+    if (source && streq (source, "bridge") && zmsg_size (msg) == 7) {
+        char *engine = zmsg_popstr (msg);
+        assert (engine);
+        //  The engine follows from REDIS_URL; the bridge confirms it.
+        if (self->redis != streq (engine, "redis"))
+            log_warn (GW, "the bridge runs the %s engine", engine);
+        zstr_free (&engine);
+        bool connected = s_pop_number (msg) != 0;
+        if (self->stats.bridge_heard && connected != self->stats.connected)
+            log_info (GW, "bridge %s: /readyz answers %s", connected ? "connected" : "disconnected",
+                      connected ? "200" : "503");
+        self->stats.bridge_heard = true;
+        self->stats.connected = connected;
+        self->stats.outbox = s_pop_number (msg);
+        self->stats.reconnects = s_pop_number (msg);
+        self->stats.not_json = s_pop_number (msg);
+        self->stats.too_big = s_pop_number (msg);
+        self->stats.bad_channel = s_pop_number (msg);
+    }
+    else {
+        log_error (GW, "malformed STATS from %s", source ? source : "(null)");
+        assert (false);
+    }
+    zstr_free (&source);
+}
+
+//  --------------------------------------------------------------------------
+//  Drain and stop (service thread)
+
+//  Tells the actor thread once the drain is over: every connection is gone
+//  (closed by a batch, or by the client first). No new one can come: the
+//  handshakes are refused, and one already past its checks is closed on
+//  arrival (s_established), or by $TERM.
+static void
+s_drain_check (gateway_t *self)
+{
+    if (self->draining && !self->drain_reported && self->conns.count == 0) {
+        self->drain_reported = true;
+        lws_sul_cancel (&self->drain_sul);
+        log_info (GW, "drained: %zu connections closed in %.1f s", self->drain_closed,
+                  (double) (s_now_us () - self->drain_start) / 1e6);
+        zsock_send (self->pair_out, "si", "DRAINED",
+                    self->drain_closed > INT_MAX ? INT_MAX : (int) self->drain_closed);
+    }
+}
+
+//  Closes up to count connections not closing yet, with 1001.
+static size_t
+s_drain_close (gateway_t *self, size_t count)
+{
+    size_t closed = 0;
+    for (size_t i = 0; i < self->conns.cap && closed < count; i++) {
+        if (!self->conns.slots [i].key)
+            continue;
+        struct lws *wsi = self->conns.slots [i].wsi;
+        s_session_t *session = (s_session_t *) lws_wsi_user (wsi);
+        if (!session->close_code) {
+            s_session_close (wsi, session, LWS_CLOSE_STATUS_GOINGAWAY, "going away");
+            closed++;
+        }
+    }
+    return closed;
+}
+
+static void s_drain_tick (gateway_t *self);
+
+static void
+s_drain_timer (lws_sorted_usec_list_t *sul)
+{
+    gateway_t *self = (gateway_t *) ((char *) sul - offsetof (gateway_t, drain_sul));
+    s_drain_tick (self);
+}
+
+//  One batch: after batch k of n, k/n of the connections open at DRAIN are
+//  closed (rounded up, so a few connections go early rather than late);
+//  the last batch closes whatever is still open.
+static void
+s_drain_tick (gateway_t *self)
+{
+    if (self->stopping || self->drain_reported)
+        return;
+    int64_t batches = (int64_t) self->config->drain_timeout * 1000000LL / S_DRAIN_TICK_US;
+    if (batches < 1)
+        batches = 1;
+    int64_t batch = (s_now_us () - self->drain_start) / S_DRAIN_TICK_US + 1;
+    size_t target = (size_t) (((uint64_t) self->drain_total * (uint64_t) batch
+                               + (uint64_t) batches - 1) / (uint64_t) batches);
+    if (batch >= batches || target >= self->drain_total)
+        //  The last batch: whatever is still open.
+        self->drain_closed += s_drain_close (self, SIZE_MAX);
+    else {
+        if (target > self->drain_closed)
+            self->drain_closed += s_drain_close (self, target - self->drain_closed);
+        int64_t next = self->drain_start + batch * S_DRAIN_TICK_US - s_now_us ();
+        lws_sul_schedule (self->context, 0, &self->drain_sul, s_drain_timer, next > 0 ? next : 1);
+    }
+    s_drain_check (self);
+}
+
+//  DRAIN: refuse new connections from now on (s_filter, /readyz) and close
+//  the open ones in batches over DRAIN_TIMEOUT.
+static void
+s_drain_start (gateway_t *self)
+{
+    if (self->draining || self->stopping)
+        return;
+    self->draining = true;
+    self->drain_start = s_now_us ();
+    self->drain_total = self->conns.count;
+    log_info (GW, "draining: closing %zu connections with 1001 over %d s",
+              self->drain_total, self->config->drain_timeout);
+    s_drain_tick (self);
+}
+
 static void
 s_stop (gateway_t *self)
 {
     if (self->stopping)
         return;
     self->stopping = true;
+    lws_sul_cancel (&self->drain_sul);
     log_info (GW, "stopping: closing %zu connections with 1001", self->conns.count);
     for (size_t i = 0; i < self->conns.cap; i++)
         if (self->conns.slots [i].key) {
@@ -909,10 +1336,10 @@ s_stop (gateway_t *self)
         self->done = true;
 }
 
-//  Drains everything the actor thread forwarded; wake-ups merge, so one
+//  Takes everything the actor thread forwarded; wake-ups merge, so one
 //  EVENT_WAIT_CANCELLED may stand for many messages.
 static void
-s_drain (gateway_t *self)
+s_take_forwarded (gateway_t *self)
 {
     while (zsock_events (self->pair_out) & ZMQ_POLLIN) {
         zmsg_t *msg = zmsg_recv (self->pair_out);
@@ -924,6 +1351,12 @@ s_drain (gateway_t *self)
         else
         if (command && streq (command, "REFUSED"))
             s_refused (self, msg);
+        else
+        if (command && streq (command, "STATS"))
+            s_stats (self, msg);
+        else
+        if (command && streq (command, "DRAIN"))
+            s_drain_start (self);
         else
         if (command && streq (command, "$TERM"))
             s_stop (self);
@@ -944,7 +1377,7 @@ s_callback (struct lws *wsi, enum lws_callback_reasons reason, void *user, void 
     switch (reason) {
         case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
             if (self)
-                s_drain (self);
+                s_take_forwarded (self);
             return 0;
         case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
             return s_filter (self, wsi, session);
@@ -958,10 +1391,11 @@ s_callback (struct lws *wsi, enum lws_callback_reasons reason, void *user, void 
         case LWS_CALLBACK_TIMER:
             return s_timer (self, wsi, session);
         case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
-            if (session && !session->close_code && len >= 2) {
+            if (session && !session->close_code) {
                 const unsigned char *code = (const unsigned char *) in;
-                session->close_code = (code [0] << 8) | code [1];
-                session->close_reason = "client closed";
+                //  1005: the client's close frame carried no code.
+                session->close_code = len >= 2 ? (code [0] << 8) | code [1] : 1005;
+                session->close_reason = s_client_closed;
             }
             return 0;
         case LWS_CALLBACK_CLOSED:
@@ -972,6 +1406,237 @@ s_callback (struct lws *wsi, enum lws_callback_reasons reason, void *user, void 
             if (lws_return_http_status (wsi, HTTP_STATUS_NOT_FOUND, NULL))
                 return -1;
             return lws_http_transaction_completed (wsi) ? -1 : 0;
+        default:
+            return lws_callback_http_dummy (wsi, reason, user, in, len);
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  Admin listener: /healthz, /readyz, /metrics (service thread)
+
+//  A bounded text buffer with LWS_PRE headroom; full once an append did not
+//  fit (the text is then incomplete and must not be sent).
+typedef struct {
+    char *data;                 //  LWS_PRE headroom, then the text
+    size_t len;                 //  text bytes
+    bool full;                  //  an append did not fit
+} s_text_t;
+
+static void
+s_text_add (s_text_t *text, const char *format, ...) __attribute__ ((format (printf, 2, 3)));
+
+static void
+s_text_add (s_text_t *text, const char *format, ...)
+{
+    if (text->full)
+        return;
+    size_t room = S_ADMIN_BODY_MAX - text->len;
+    va_list args;
+    va_start (args, format);
+    int n = vsnprintf (text->data + LWS_PRE + text->len, room, format, args);
+    va_end (args);
+    if (n < 0 || (size_t) n >= room)
+        text->full = true;
+    else
+        text->len += (size_t) n;
+}
+
+static void
+s_metric_head (s_text_t *text, const char *name, const char *type, const char *help)
+{
+    s_text_add (text, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void
+s_metric (s_text_t *text, const char *name, const char *type, const char *help, uint64_t value)
+{
+    s_metric_head (text, name, type, help);
+    s_text_add (text, "%s %" PRIu64 "\n", name, value);
+}
+
+//  NULL while the node should get new connections, else why not.
+static const char *
+s_unready (gateway_t *self)
+{
+    if (self->draining || self->stopping)
+        return "draining";
+    if (self->redis && !(self->stats.bridge_heard && self->stats.connected))
+        return "redis disconnected";
+    if (self->conns.count >= self->config->max_connections)
+        return "full";
+    return NULL;
+}
+
+//  The Prometheus text format, version 0.0.4.
+static void
+s_metrics_render (gateway_t *self, s_text_t *text)
+{
+    const s_metrics_t *m = &self->metrics;
+    s_metric (text, "rtws_connections", "gauge",
+              "Open WebSocket connections.", self->conns.count);
+    s_metric (text, "rtws_connections_total", "counter",
+              "WebSocket connections upgraded since start.", m->connections);
+    s_metric_head (text, "rtws_handshake_rejections_total", "counter",
+                   "Handshakes answered without an upgrade, by reason.");
+    for (size_t i = 0; i < S_REJECTS; i++)
+        s_text_add (text, "rtws_handshake_rejections_total{reason=\"%s\"} %" PRIu64 "\n",
+                    s_reject_names [i], m->rejections [i]);
+    s_metric (text, "rtws_rooms", "gauge",
+              "Rooms with at least one connection on this node (router).", self->stats.rooms);
+    s_metric (text, "rtws_messages_received_total", "counter",
+              "Data messages received from clients.", m->received);
+    s_metric (text, "rtws_messages_published_total", "counter",
+              "chat.message frames published to their room.", m->published);
+    s_metric (text, "rtws_deliveries_total", "counter",
+              "Frames written to clients.", m->deliveries);
+    s_metric (text, "rtws_received_bytes_total", "counter",
+              "Payload bytes of data frames received from clients.", m->received_bytes);
+    s_metric (text, "rtws_sent_bytes_total", "counter",
+              "Payload bytes of frames written to clients.", m->sent_bytes);
+    s_metric_head (text, "rtws_drops_total", "counter",
+                   "Frames that did not reach a client or the room, by reason.");
+    for (size_t i = 0; i < S_DROPS; i++)
+        s_text_add (text, "rtws_drops_total{reason=\"%s\"} %" PRIu64 "\n",
+                    s_drop_names [i], m->drops [i]);
+    s_metric (text, "rtws_router_shed_delivers_total", "counter",
+              "DELIVER batches the router shed because the gateway fell behind.",
+              self->stats.router_shed);
+    s_metric_head (text, "rtws_closes_total", "counter",
+                   "Connections closed, by close code and reason.");
+    for (size_t i = 0; i < S_CLOSE_KINDS; i++)
+        s_text_add (text, "rtws_closes_total{code=\"%s\",reason=\"%s\"} %" PRIu64 "\n",
+                    s_close_kinds [i].label, s_close_kinds [i].reason, m->closes [i]);
+    s_metric_head (text, "rtws_delivery_latency_seconds", "histogram",
+                   "From accepting a chat.message to writing it to a recipient, per recipient.");
+    uint64_t cumulative = 0;
+    for (size_t i = 0; i < S_LATENCY_BOUNDS; i++) {
+        cumulative += m->latency [i];
+        s_text_add (text, "rtws_delivery_latency_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
+                    s_latency_bounds [i], cumulative);
+    }
+    cumulative += m->latency [S_LATENCY_BOUNDS];
+    s_text_add (text, "rtws_delivery_latency_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n"
+                "rtws_delivery_latency_seconds_sum %.9f\n"
+                "rtws_delivery_latency_seconds_count %" PRIu64 "\n",
+                cumulative, m->latency_sum, m->latency_count);
+    s_metric (text, "rtws_draining", "gauge",
+              "1 from DRAIN (SIGTERM) until exit.", self->draining || self->stopping);
+    s_metric (text, "rtws_start_time_seconds", "gauge",
+              "Start time, Unix seconds.", (uint64_t) self->started);
+    s_metric_head (text, "rtws_engine_info", "gauge",
+                   "The engine rooms and presence run on: memory (one node) or redis.");
+    s_text_add (text, "rtws_engine_info{engine=\"%s\"} 1\n", self->redis ? "redis" : "memory");
+    if (!self->redis)
+        return;                 //  the rtws_redis_* family exists with Redis only
+    s_metric (text, "rtws_redis_connected", "gauge",
+              "1 while both Redis links are up (bridge).",
+              self->stats.bridge_heard && self->stats.connected);
+    s_metric (text, "rtws_redis_reconnects_total", "counter",
+              "Times the node connected to Redis again after losing it.", self->stats.reconnects);
+    s_metric (text, "rtws_redis_outbox_depth", "gauge",
+              "PUBLISHes waiting for Redis or unanswered.", self->stats.outbox);
+    s_metric_head (text, "rtws_redis_dropped_payloads_total", "counter",
+                   "Messages from Redis not forwarded, by reason.");
+    s_text_add (text, "rtws_redis_dropped_payloads_total{reason=\"not_json\"} %" PRIu64 "\n"
+                "rtws_redis_dropped_payloads_total{reason=\"too_big\"} %" PRIu64 "\n"
+                "rtws_redis_dropped_payloads_total{reason=\"bad_channel\"} %" PRIu64 "\n",
+                self->stats.not_json, self->stats.too_big, self->stats.bad_channel);
+}
+
+//  Answers one request: the head now, the body at the next writeable.
+static int
+s_admin_http (gateway_t *self, struct lws *wsi, s_admin_session_t *session, const char *path)
+{
+    s_text_t text = { malloc (LWS_PRE + S_ADMIN_BODY_MAX), 0, false };
+    if (!text.data)
+        return -1;
+    unsigned int status = HTTP_STATUS_OK;
+    const char *type = "text/plain; charset=utf-8";
+    bool get = lws_hdr_total_length (wsi, WSI_TOKEN_GET_URI) > 0;
+    if (!get) {
+        status = HTTP_STATUS_METHOD_NOT_ALLOWED;
+        s_text_add (&text, "method not allowed\n");
+    }
+    else
+    if (streq (path, "/healthz"))
+        s_text_add (&text, "ok\n");
+    else
+    if (streq (path, "/readyz")) {
+        const char *why = s_unready (self);
+        status = why ? HTTP_STATUS_SERVICE_UNAVAILABLE : HTTP_STATUS_OK;
+        s_text_add (&text, "%s\n", why ? why : "ready");
+    }
+    else
+    if (streq (path, "/metrics")) {
+        type = "text/plain; version=0.0.4; charset=utf-8";
+        s_metrics_render (self, &text);
+    }
+    else {
+        status = HTTP_STATUS_NOT_FOUND;
+        s_text_add (&text, "not found\n");
+    }
+    if (text.full) {
+        log_error (GW, "admin answer to %s over %d bytes", path, S_ADMIN_BODY_MAX);
+        text.len = 0;
+        text.full = false;
+        status = HTTP_STATUS_INTERNAL_SERVER_ERROR;
+        type = "text/plain; charset=utf-8";
+        s_text_add (&text, "answer too large\n");
+    }
+    unsigned char head [LWS_PRE + 512];
+    unsigned char *start = head + LWS_PRE;
+    unsigned char *p = start;
+    unsigned char *end = head + sizeof head - 1;
+    if (lws_add_http_common_headers (wsi, status, type, text.len, &p, end)
+    ||  (!get && lws_add_http_header_by_name (wsi, (const unsigned char *) "allow:",
+                                              (const unsigned char *) "GET", 3, &p, end))
+    ||  lws_add_http_header_by_name (wsi, (const unsigned char *) "cache-control:",
+                                     (const unsigned char *) "no-store", 8, &p, end)
+    ||  lws_finalize_write_http_header (wsi, start, &p, end)) {
+        free (text.data);
+        return -1;
+    }
+    session->body = text.data;
+    session->len = text.len;
+    lws_callback_on_writable (wsi);
+    return 0;
+}
+
+static int
+s_admin_callback (struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                  size_t len)
+{
+    gateway_t *self = (gateway_t *) lws_context_user (lws_get_context (wsi));
+    s_admin_session_t *session = (s_admin_session_t *) user;
+    switch (reason) {
+        case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+            return 0;           //  the public vhost's protocol takes the PAIR
+        case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+            //  No WebSocket here.
+            return s_reject (wsi, 404, "Not Found", "not found");
+        case LWS_CALLBACK_HTTP:
+            if (!session || session->body)
+                return -1;      //  one request at a time per connection
+            return s_admin_http (self, wsi, session, in ? (const char *) in : "");
+        case LWS_CALLBACK_HTTP_WRITEABLE: {
+            if (!session || !session->body)
+                return 0;
+            //  lws keeps whatever the kernel does not take now.
+            int n = lws_write (wsi, (unsigned char *) session->body + LWS_PRE, session->len,
+                               LWS_WRITE_HTTP_FINAL);
+            free (session->body);
+            session->body = NULL;
+            if (n < 0)
+                return -1;
+            return lws_http_transaction_completed (wsi) ? -1 : 0;
+        }
+        case LWS_CALLBACK_CLOSED_HTTP:
+        case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
+            if (session) {
+                free (session->body);
+                session->body = NULL;
+            }
+            return 0;
         default:
             return lws_callback_http_dummy (wsi, reason, user, in, len);
     }
@@ -1007,6 +1672,18 @@ static const struct lws_protocols s_protocols [] = {
     { NULL, NULL, 0, 0, 0, NULL, 0 }
 };
 
+static const struct lws_protocols s_admin_protocols [] = {
+    { "rtws-admin", s_admin_callback, sizeof (s_admin_session_t), 0, 0, NULL, 0 },
+    { NULL, NULL, 0, 0, 0, NULL, 0 }
+};
+
+//  lws wants no interface for "any address".
+static const char *
+s_iface (const char *host)
+{
+    return host && strcmp (host, "0.0.0.0") != 0 ? host : NULL;
+}
+
 static const struct lws_extension s_extensions [] = {
     { "permessage-deflate", lws_extension_callback_pm_deflate,
       "permessage-deflate; client_no_context_takeover; client_max_window_bits" },
@@ -1021,6 +1698,8 @@ gateway_new (zsock_t *pipe, const rtws_config_t *config)
     self->config = config;
     self->pipe = pipe;
     self->port = -1;
+    self->redis = config->redis_url && *config->redis_url;
+    self->started = (int64_t) time (NULL);
 
     if (config->max_connections_per_ip > 0) {
         self->per_peer = zhashx_new ();
@@ -1058,20 +1737,19 @@ gateway_new (zsock_t *pipe, const rtws_config_t *config)
         lws_level |= LLL_WARN;
     lws_set_log_level (lws_level, s_lws_log);
 
+    //  One context, two vhosts: the context holds what both share (the
+    //  header bounds, the handshake deadline, IPv6), each vhost its port.
     struct lws_context_creation_info info;
     memset (&info, 0, sizeof info);
-    info.port = config->port;
-    info.iface = (config->host && strcmp (config->host, "0.0.0.0") != 0) ? config->host : NULL;
-    info.protocols = s_protocols;
     info.user = self;
     info.gid = (gid_t) -1;
     info.uid = (uid_t) -1;
-    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8
+    info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS
+                 | LWS_SERVER_OPTION_VALIDATE_UTF8
                  | LWS_SERVER_OPTION_DISABLE_IPV6;
-    if (config->host && strchr (config->host, ':'))
+    if ((config->host && strchr (config->host, ':'))
+    ||  (config->admin_port > 0 && config->admin_host && strchr (config->admin_host, ':')))
         info.options &= ~(uint64_t) LWS_SERVER_OPTION_DISABLE_IPV6;
-    if (config->permessage_deflate)
-        info.extensions = s_extensions;
     //  Long JWTs live in headers and the query: give them room, bounded.
     info.max_http_header_data = (unsigned short) RTWS_HEADER_MAX;
     info.max_http_header_pool = 256;
@@ -1080,11 +1758,44 @@ gateway_new (zsock_t *pipe, const rtws_config_t *config)
     info.timeout_secs_ah_idle = (unsigned int) config->handshake_timeout;
     self->context = lws_create_context (&info);
     if (!self->context) {
-        log_error (GW, "cannot listen on %s:%d", config->host, config->port);
+        log_error (GW, "cannot create the libwebsockets context");
         return self;
     }
-    self->vhost = lws_get_vhost_by_name (self->context, "default");
-    self->port = self->vhost ? lws_get_vhost_listen_port (self->vhost) : config->port;
+    //  The admin vhost first: once the WebSocket port accepts, so does the
+    //  admin port (a probe or test may ask both at once), and when it
+    //  cannot listen the WebSocket port never opens.
+    if (config->admin_port > 0) {
+        info.vhost_name = "admin";
+        info.port = config->admin_port;
+        info.iface = s_iface (config->admin_host);
+        info.protocols = s_admin_protocols;
+        self->admin = lws_create_vhost (self->context, &info);
+        if (!self->admin) {
+            log_error (GW, "cannot listen on %s:%d (ADMIN_HOST:ADMIN_PORT)",
+                       config->admin_host, config->admin_port);
+            lws_context_destroy (self->context);
+            self->context = NULL;
+            self->admin_port = -1;
+            return self;
+        }
+        self->admin_port = lws_get_vhost_listen_port (self->admin);
+    }
+    info.vhost_name = "public";
+    info.port = config->port;
+    info.iface = s_iface (config->host);
+    info.protocols = s_protocols;
+    if (config->permessage_deflate)
+        info.extensions = s_extensions;
+    self->vhost = lws_create_vhost (self->context, &info);
+    if (!self->vhost) {
+        log_error (GW, "cannot listen on %s:%d", config->host, config->port);
+        lws_context_destroy (self->context);
+        self->context = NULL;
+        self->admin = NULL;
+        self->admin_port = 0;   //  closed with the context; PORT says why
+        return self;
+    }
+    self->port = lws_get_vhost_listen_port (self->vhost);
     if (pthread_create (&self->service, NULL, s_service_thread, self) != 0) {
         log_error (GW, "cannot start the lws service thread");
         lws_context_destroy (self->context);
@@ -1108,6 +1819,8 @@ gateway_destroy (gateway_t **self_p)
         lws_cancel_service (self->context);
         pthread_join (self->service, NULL);
     }
+    //  The service thread is gone: nothing else touches the timer list.
+    lws_sul_cancel (&self->drain_sul);
     if (self->context)
         lws_context_destroy (self->context);
     free (self->conns.slots);
@@ -1142,12 +1855,43 @@ s_forward (gateway_t *self)
         lws_cancel_service (self->context);
 }
 
+//  DRAIN from the owner: handed to the service thread, which answers
+//  DRAINED when it is over; with no service thread there is nothing to drain.
+static void
+s_drain_ask (gateway_t *self)
+{
+    if (self->drain_asked)
+        return;
+    if (!self->service_started) {
+        zsock_send (self->pipe, "i", 0);
+        return;
+    }
+    self->drain_asked = true;
+    zstr_send (self->pair_in, "DRAIN");
+    lws_cancel_service (self->context);
+}
+
+//  DRAINED from the service thread: the answer to DRAIN.
+static void
+s_drained (gateway_t *self)
+{
+    char *verb = NULL;
+    int closed = 0;
+    if (zsock_recv (self->pair_in, "si", &verb, &closed) == 0) {
+        assert (verb && streq (verb, "DRAINED"));
+        if (self->drain_asked)
+            zsock_send (self->pipe, "i", closed);
+        self->drain_asked = false;
+    }
+    zstr_free (&verb);
+}
+
 void
 gateway_actor (zsock_t *pipe, void *args)
 {
     const rtws_config_t *config = (const rtws_config_t *) args;
     gateway_t *self = gateway_new (pipe, config);
-    zpoller_t *poller = zpoller_new (pipe, self->pull, NULL);
+    zpoller_t *poller = zpoller_new (pipe, self->pull, self->pair_in, NULL);
     assert (poller);
     zpoller_set_nonstop (poller, true);
     zsock_signal (pipe, 0);
@@ -1157,6 +1901,9 @@ gateway_actor (zsock_t *pipe, void *args)
         if (which == self->pull)
             s_forward (self);
         else
+        if (which == self->pair_in)
+            s_drained (self);
+        else
         if (which == pipe) {
             zmsg_t *msg = zmsg_recv (pipe);
             if (!msg)
@@ -1165,6 +1912,12 @@ gateway_actor (zsock_t *pipe, void *args)
             bool term = command && streq (command, "$TERM");
             if (command && streq (command, "PORT"))
                 zsock_send (pipe, "i", self->port);
+            else
+            if (command && streq (command, "ADMIN_PORT"))
+                zsock_send (pipe, "i", self->admin_port);
+            else
+            if (command && streq (command, "DRAIN"))
+                s_drain_ask (self);
             else
             if (!term) {
                 log_error (GW, "unknown command: %s", command ? command : "(null)");
@@ -1232,6 +1985,73 @@ s_test_handshake (int port, const char *path)
     return status;
 }
 
+//  A plain HTTP GET: returns the status and copies the body (NUL-ended,
+//  cut at size) into body; -1 when nothing came back.
+static int
+s_test_http (int port, const char *path, char *body, size_t size)
+{
+    int fd = s_test_connect (port);
+    if (fd < 0)
+        return -1;
+    char request [256];
+    int n = snprintf (request, sizeof request,
+                      "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", path);
+    if (write (fd, request, (size_t) n) != n) {
+        close (fd);
+        return -1;
+    }
+    char reply [S_ADMIN_BODY_MAX + 1024];
+    size_t got = 0;
+    ssize_t r;
+    while (got < sizeof reply - 1 && (r = read (fd, reply + got, sizeof reply - 1 - got)) > 0)
+        got += (size_t) r;
+    close (fd);
+    reply [got] = 0;
+    int status = strncmp (reply, "HTTP/1.1 ", 9) == 0 ? atoi (reply + 9) : -1;
+    const char *start = strstr (reply, "\r\n\r\n");
+    snprintf (body, size, "%s", start ? start + 4 : "");
+    return status;
+}
+
+//  GETs /metrics until it holds line (a whole line), for up to 2 s: the
+//  admin port and the inproc sockets race each other.
+static bool
+s_test_metrics_line (int port, const char *line)
+{
+    char body [S_ADMIN_BODY_MAX];
+    char want [256];
+    snprintf (want, sizeof want, "\n%s\n", line);
+    int64_t deadline = zclock_mono () + 2000;
+    while (zclock_mono () < deadline) {
+        body [0] = '\n';
+        if (s_test_http (port, "/metrics", body + 1, sizeof body - 1) == 200
+        &&  strstr (body, want))
+            return true;
+        zclock_sleep (20);      //  polling with a deadline
+    }
+    printf ("gateway_test: /metrics lacks \"%s\"\n", line);
+    return false;
+}
+
+//  A loopback port nobody listens on right now.
+static int
+s_test_free_port (void)
+{
+    int fd = socket (AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in addr;
+    memset (&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl (INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    int port = -1;
+    if (fd >= 0 && bind (fd, (struct sockaddr *) &addr, sizeof addr) == 0
+    &&  getsockname (fd, (struct sockaddr *) &addr, &len) == 0)
+        port = ntohs (addr.sin_port);
+    if (fd >= 0)
+        close (fd);
+    return port;
+}
+
 int
 gateway_test (bool verbose)
 {
@@ -1239,6 +2059,9 @@ gateway_test (bool verbose)
     rtws_config_t *config = rtws_config_new ();
     assert (config);
     config->port = 0;              //  any free port
+    config->admin_port = s_test_free_port ();
+    free (config->admin_host);
+    config->admin_host = strdup ("127.0.0.1");
     if (!verbose)
         rtws_log_set_level (RTWS_LOG_WARN);
 
@@ -1343,8 +2166,80 @@ gateway_test (bool verbose)
         printf ("FAIL gateway: DELIVER not written as one text frame (%zd bytes)\n", got);
         failures++;
     }
+
+    //  The admin listener.
+    int admin = -1;
+    zsock_send (gateway, "s", "ADMIN_PORT");
+    zsock_recv (gateway, "i", &admin);
+    char body [S_ADMIN_BODY_MAX];
+    if (admin != config->admin_port) {
+        printf ("FAIL gateway: ADMIN_PORT answered %d, want %d\n", admin, config->admin_port);
+        failures++;
+    }
+    if (s_test_http (admin, "/healthz", body, sizeof body) != 200 || !streq (body, "ok\n")) {
+        printf ("FAIL gateway: /healthz is not 200 ok\n");
+        failures++;
+    }
+    if (s_test_http (admin, "/readyz", body, sizeof body) != 200 || !streq (body, "ready\n")) {
+        printf ("FAIL gateway: /readyz (memory engine, serving) is not 200 ready\n");
+        failures++;
+    }
+    if (s_test_http (admin, "/nothing", body, sizeof body) != 404) {
+        printf ("FAIL gateway: an unknown admin path is not 404\n");
+        failures++;
+    }
+    if (s_test_handshake (admin, "/ws/lobby") != 404) {
+        printf ("FAIL gateway: a WebSocket upgrade on the admin port is not refused 404\n");
+        failures++;
+    }
+    zsock_send (deliver, "ss88", "STATS", "router", (uint64_t) 5, (uint64_t) 2);
+    if (!s_test_metrics_line (admin, "rtws_connections 1")
+    ||  !s_test_metrics_line (admin, "rtws_connections_total 1")
+    ||  !s_test_metrics_line (admin, "rtws_handshake_rejections_total{reason=\"bad_room\"} 1")
+    ||  !s_test_metrics_line (admin, "rtws_handshake_rejections_total{reason=\"unauthorized\"} 1")
+    ||  !s_test_metrics_line (admin, "rtws_deliveries_total 1")
+    ||  !s_test_metrics_line (admin, "rtws_rooms 5")
+    ||  !s_test_metrics_line (admin, "rtws_router_shed_delivers_total 2")) {
+        printf ("FAIL gateway: /metrics does not count what happened\n");
+        failures++;
+    }
+
+    //  DRAIN: the client gets 1001; once it answered, DRAIN is answered
+    //  with the one connection it closed; afterwards nothing new gets in.
+    zsock_send (gateway, "s", "DRAIN");
+    got = read (fd, frame, sizeof frame);
+    if (got < 4 || frame [0] != 0x88 || ((frame [2] << 8) | frame [3]) != 1001) {
+        printf ("FAIL gateway: DRAIN did not send the client a 1001 close\n");
+        failures++;
+    }
+    //  Our close answer, masked with a zero key.
+    const unsigned char answer_close [] = { 0x88, 0x82, 0, 0, 0, 0, 0x03, 0xE9 };
+    if (write (fd, answer_close, sizeof answer_close) != (ssize_t) sizeof answer_close) {
+        printf ("FAIL gateway: cannot answer the close\n");
+        failures++;
+    }
+    int closed = -1;
+    zsock_set_rcvtimeo (gateway, 3000);
+    if (zsock_recv (gateway, "i", &closed) != 0 || closed != 1) {
+        printf ("FAIL gateway: DRAIN answered %d, want 1 connection closed\n", closed);
+        failures++;
+    }
+    zsock_set_rcvtimeo (gateway, -1);
+    if (s_test_http (admin, "/readyz", body, sizeof body) != 503 || !streq (body, "draining\n")) {
+        printf ("FAIL gateway: /readyz after DRAIN is not 503 draining\n");
+        failures++;
+    }
+    if (s_test_handshake (port, "/ws/lobby?token=abc") != 503) {
+        printf ("FAIL gateway: a handshake after DRAIN is not 503\n");
+        failures++;
+    }
+    if (!s_test_metrics_line (admin, "rtws_closes_total{code=\"1001\",reason=\"going away\"} 1")
+    ||  !s_test_metrics_line (admin, "rtws_handshake_rejections_total{reason=\"unavailable\"} 1")) {
+        printf ("FAIL gateway: /metrics does not count the drain\n");
+        failures++;
+    }
     close (fd);
-    //  Closing the socket sends LEAVE.
+    //  The closed connection sends LEAVE.
     char *verb3 = NULL, *room3 = NULL;
     uint64_t conn3 = 0;
     if (zsock_recv (router, "s8s", &verb3, &conn3, &room3) != 0

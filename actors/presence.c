@@ -468,6 +468,10 @@ presence_actor (zsock_t *pipe, void *args)
         if (zpoller_terminated (self->poller))
             break;              //  Context terminated under us
     }
+    //  The last DISCONNECTs of a drain may still wait behind $TERM (the
+    //  poller favours the pipe): their DOWNs are what a drain is for.
+    while (self->terminated && (zsock_events (self->inbox) & ZMQ_POLLIN))
+        s_presence_recv_inbox (self);
     s_presence_destroy (&self);
 }
 

@@ -24,6 +24,13 @@
       out (gateway)  DELIVER payload conns     "ssb"  write payload to each conn; conns is
                                                       an array of uint64_t in host byte
                                                       order (inproc only)
+      out (gateway)  STATS "router" rooms shed "ss88" every ROUTER_STATS_INTERVAL ms (and at
+                                                      start): rooms with a local member;
+                                                      DELIVERs shed since start because
+                                                      the gateway inbox was full. For
+                                                      /metrics; lost when that inbox is
+                                                      full, like a DELIVER, and sent again
+                                                      a second later
     pipe (owner: rtwsd.c or a test)
       in             $TERM                     "s"    stop and free everything
       in             MEMBERS room              "ss"   reply "i": local members of room
@@ -88,6 +95,8 @@
 #define ROUTER_BRIDGE_SNDTIMEO  1000
 //  First allocation for a room's member array; it doubles from there.
 #define ROUTER_ROOM_MIN_CAPACITY 8
+//  How often the gateway hears the room count (ms).
+#define ROUTER_STATS_INTERVAL   1000
 
 //  One room with at least one local member. conns is kept contiguous so a
 //  DELIVER is one copy of it, with no per-message loop over members; slots
@@ -108,6 +117,8 @@ typedef struct {
     zpoller_t *poller;              //  pipe and inbox
     zhashx_t *rooms;                //  room name -> room_t, owns the rooms
     uint64_t delivers_dropped;      //  DELIVERs shed in the current overload
+    uint64_t delivers_shed;         //  DELIVERs shed since start
+    int64_t next_stats;             //  zclock_mono () of the next STATS
     bool terminated;                //  $TERM received
 } router_t;
 
@@ -331,6 +342,7 @@ s_router_send_gateway (router_t *self, zmsg_t **msg_p)
         return;
     }
     zmsg_destroy (msg_p);
+    self->delivers_shed++;
     if (self->delivers_dropped++ == 0)
         log_error ("router", "gateway inbox full (%d DELIVERs behind): dropping DELIVERs",
                    ROUTER_GATEWAY_HWM);
@@ -512,6 +524,15 @@ s_router_recv_pipe (router_t *self)
     zmsg_destroy (&msg);
 }
 
+//  STATS for the gateway's /metrics; never blocks, a lost one is followed
+//  by the next.
+static void
+s_router_stats (router_t *self)
+{
+    zsock_send (self->gateway, "ss88", "STATS", "router",
+                (uint64_t) zhashx_size (self->rooms), self->delivers_shed);
+}
+
 void
 router_actor (zsock_t *pipe, void *args)
 {
@@ -523,7 +544,12 @@ router_actor (zsock_t *pipe, void *args)
     zsock_signal (pipe, 0);
 
     while (!self->terminated) {
-        void *which = zpoller_wait (self->poller, -1);
+        int64_t now = zclock_mono ();
+        if (now >= self->next_stats) {
+            s_router_stats (self);
+            self->next_stats = now + ROUTER_STATS_INTERVAL;
+        }
+        void *which = zpoller_wait (self->poller, (int) (self->next_stats - now));
         if (which == self->pipe)
             s_router_recv_pipe (self);
         else
@@ -597,6 +623,19 @@ s_id_compare (const void *key1, const void *key2)
     return a < b ? -1 : a > b ? 1 : 0;
 }
 
+//  The next message on the gateway socket other than a STATS (the router
+//  sends those every second whatever the test does), or NULL on timeout.
+static zmsg_t *
+s_recv_gateway (zsock_t *gateway)
+{
+    while (true) {
+        zmsg_t *msg = zmsg_recv (gateway);
+        if (!msg || !zframe_streq (zmsg_first (msg), "STATS"))
+            return msg;
+        zmsg_destroy (&msg);
+    }
+}
+
 //  Receives the next DELIVER and checks its payload and that its conns are
 //  exactly ids (in any order, each once).
 static void
@@ -606,8 +645,18 @@ s_expect_deliver (test_t *t, zsock_t *gateway, const char *behaviour,
     char *verb = NULL, *got_payload = NULL;
     byte *conns = NULL;
     size_t size = 0;
-    bool ok = zsock_recv (gateway, "ssb", &verb, &got_payload, &conns, &size) == 0
-           && verb && streq (verb, "DELIVER")
+    zmsg_t *msg = s_recv_gateway (gateway);
+    if (msg && zmsg_size (msg) == 3) {
+        verb = zmsg_popstr (msg);
+        got_payload = zmsg_popstr (msg);
+        zframe_t *frame = zmsg_pop (msg);
+        size = zframe_size (frame);
+        conns = (byte *) zmalloc (size + 1);
+        memcpy (conns, zframe_data (frame), size);
+        zframe_destroy (&frame);
+    }
+    zmsg_destroy (&msg);
+    bool ok = verb && streq (verb, "DELIVER")
            && got_payload && streq (got_payload, payload)
            && size == count * sizeof (rtws_conn_id_t);
     if (ok && count) {
@@ -626,6 +675,46 @@ s_expect_deliver (test_t *t, zsock_t *gateway, const char *behaviour,
     free (verb);
     free (got_payload);
     free (conns);
+}
+
+//  Waits up to 2.5 STATS intervals for a STATS "router" with rooms and shed
+//  as given; any DELIVER meanwhile is a failure.
+static void
+s_expect_stats (test_t *t, zsock_t *gateway, const char *behaviour, uint64_t rooms,
+                uint64_t shed)
+{
+    int64_t deadline = zclock_mono () + ROUTER_STATS_INTERVAL * 5 / 2;
+    bool ok = false;
+    uint64_t got_rooms = 0, got_shed = 0;
+    while (!ok && zclock_mono () < deadline) {
+        zsock_set_rcvtimeo (gateway, (int) (deadline - zclock_mono ()));
+        zmsg_t *msg = zmsg_recv (gateway);
+        if (!msg)
+            break;
+        char *verb = zmsg_popstr (msg);
+        char *source = zmsg_popstr (msg);
+        char *text_rooms = zmsg_popstr (msg);
+        char *text_shed = zmsg_popstr (msg);
+        bool stats = verb && streq (verb, "STATS") && source && streq (source, "router")
+                  && text_rooms && text_shed && zmsg_size (msg) == 0;
+        if (stats) {
+            got_rooms = strtoull (text_rooms, NULL, 10);
+            got_shed = strtoull (text_shed, NULL, 10);
+            ok = got_rooms == rooms && got_shed == shed;
+        }
+        free (verb);
+        free (source);
+        free (text_rooms);
+        free (text_shed);
+        zmsg_destroy (&msg);
+        if (!stats)
+            break;
+    }
+    zsock_set_rcvtimeo (gateway, TEST_TIMEOUT);
+    if (!ok)
+        fprintf (stderr, "router_test: last STATS said rooms %" PRIu64 " shed %" PRIu64
+                 ", want %" PRIu64 " and %" PRIu64 "\n", got_rooms, got_shed, rooms, shed);
+    s_check (t, ok, behaviour);
 }
 
 //  Returns MEMBERS room, or -1 when the router does not answer in time.
@@ -701,6 +790,8 @@ router_test (bool verbose)
     s_check (t, s_members (router, "A") == 3, "MEMBERS A counts three joined conns");
     s_check (t, s_members (router, "B") == 1, "MEMBERS B counts one joined conn");
     s_check (t, s_members (router, "C") == 0, "MEMBERS of an unknown room is 0");
+    s_expect_stats (t, gateway, "STATS router tells the gateway the room count (2) every second",
+                    2, 0);
 
     //  A duplicate JOIN changes nothing.
     zsock_send (to_router, "s8s", "JOIN", (uint64_t) 1, "A");
@@ -849,7 +940,7 @@ router_test (bool verbose)
     int delivered = 0;
     zsock_set_rcvtimeo (gateway, 0);
     while (true) {
-        zmsg_t *msg = zmsg_recv (gateway);
+        zmsg_t *msg = s_recv_gateway (gateway);
         if (!msg)
             break;
         delivered++;
@@ -864,6 +955,10 @@ router_test (bool verbose)
     zsock_send (to_router, "sss", "MESSAGE", "flood", "{\"after\":1}");
     s_expect_deliver (t, gateway, "DELIVERs flow again once the gateway drains",
                       "{\"after\":1}", flood_ids, 1);
+    //  Rooms left: A (conn 7), the 64-byte one and flood; every DELIVER
+    //  shed is counted.
+    s_expect_stats (t, gateway, "STATS router counts the DELIVERs shed while the gateway was full",
+                    3, (uint64_t) (FLOOD - delivered));
 
     //  Leave no DELIVER or bridge message unaccounted for.
     zsock_set_rcvtimeo (bridge, 0);
@@ -871,7 +966,7 @@ router_test (bool verbose)
     zmsg_t *stray = zmsg_recv (bridge);
     s_check (t, stray == NULL, "nothing unexpected left on the bridge socket");
     zmsg_destroy (&stray);
-    stray = zmsg_recv (gateway);
+    stray = s_recv_gateway (gateway);
     s_check (t, stray == NULL, "nothing unexpected left on the gateway socket");
     zmsg_destroy (&stray);
 

@@ -1,9 +1,11 @@
 /*  rtwsd.c - the rtws daemon: configuration, actors, signals.
 
     Reads the configuration (docs/PROTOCOL.md section 1), starts the five
-    actors, waits for SIGINT or SIGTERM, and stops the actors in reverse
-    order: the gateway first, so every client gets its 1001 close while
-    router, presence and bridge are still there to hear the LEAVEs.
+    actors, waits for SIGINT or SIGTERM, drains the gateway (DRAIN: no new
+    connections, /readyz 503, every client closed with 1001 spread over
+    DRAIN_TIMEOUT) and then stops the actors in reverse order, gateway
+    first, while router, presence and bridge are still there to hear the
+    LEAVEs and DISCONNECTs and send the presence DOWNs.
 
     Signals: SIGINT and SIGTERM are blocked in every thread (the mask is
     inherited by the actor and ZeroMQ threads created after it is set)
@@ -95,6 +97,27 @@ s_config_load (const s_args_t *args, char *err, size_t errlen)
     if (rc != 0)
         rtws_config_destroy (&config);
     return config;
+}
+
+//  A drain ends at most DRAIN_TIMEOUT + the gateway's close grace (2 s)
+//  after it began; past this much more the gateway is wedged.
+#define S_DRAIN_SLACK_MS 5000
+
+//  Asks the gateway to drain and waits for its answer, bounded.
+static void
+s_drain (zactor_t *gateway, const rtws_config_t *config)
+{
+    int64_t start = zclock_mono ();
+    zsock_set_rcvtimeo (gateway, config->drain_timeout * 1000 + S_DRAIN_SLACK_MS);
+    zsock_send (gateway, "s", "DRAIN");
+    int closed = 0;
+    if (zsock_recv (gateway, "i", &closed) == 0)
+        log_info (MAIN, "drained %d connections in %.1f s", closed,
+                  (double) (zclock_mono () - start) / 1000.0);
+    else
+        log_warn (MAIN, "the drain did not end within %d s: stopping anyway",
+                  config->drain_timeout + S_DRAIN_SLACK_MS / 1000);
+    zsock_set_rcvtimeo (gateway, -1);
 }
 
 //  Waits for a second SIGINT/SIGTERM during shutdown and exits at once.
@@ -191,23 +214,34 @@ main (int argc, char *argv [])
     int port = -1;
     zsock_send (gateway, "s", "PORT");
     zsock_recv (gateway, "i", &port);
+    int admin_port = -1;
+    zsock_send (gateway, "s", "ADMIN_PORT");
+    zsock_recv (gateway, "i", &admin_port);
     int status = 0;
-    if (port < 0) {
-        log_error (MAIN, "cannot listen on %s:%d", config->host, config->port);
+    if (port < 0 || admin_port < 0) {
+        if (admin_port < 0)
+            log_error (MAIN, "cannot listen on %s:%d (ADMIN_PORT)", config->admin_host,
+                       config->admin_port);
+        else
+            log_error (MAIN, "cannot listen on %s:%d", config->host, config->port);
         status = 1;
     }
     else {
         log_info (MAIN, "rtwsd %s listening on ws://%s:%d/ws/{room} (engine: %s)",
                   PACKAGE_VERSION, config->host, port,
                   config->redis_url ? "redis" : "memory");
+        if (admin_port > 0)
+            log_info (MAIN, "health, readiness and metrics on http://%s:%d/{healthz,readyz,metrics}",
+                      config->admin_host, admin_port);
         notify_send ("READY=1\nSTATUS=serving");
         int sig = 0;
         sigwait (&set, &sig);
         log_info (MAIN, "signal %d: shutting down", sig);
-        notify_send ("STOPPING=1\nSTATUS=closing connections");
+        notify_send ("STOPPING=1\nSTATUS=draining connections");
         pthread_t watchdog;
         if (pthread_create (&watchdog, NULL, s_second_signal, &set) == 0)
             pthread_detach (watchdog);
+        s_drain (gateway, config);
     }
     zactor_destroy (&gateway);
     zactor_destroy (&auth);

@@ -59,7 +59,7 @@ __all__ = [
     "tamper_signature", "decode_jwt",
     "connect", "recv_json", "recv_frame_json", "expect_close", "expect_silence_then",
     "ping_ack", "expect_rejected", "expect_accepted",
-    "RawConn", "ws_frame", "ws_mask", "http_request", "ws_upgrade_request",
+    "RawConn", "ws_frame", "ws_mask", "http_request", "ws_upgrade_request", "http_get",
     "check", "check_eq", "require", "Failure", "main", "skip",
     "websockets",
 ]
@@ -82,7 +82,7 @@ _CONFIG_VARS = (
     "JWT_AUDIENCE", "JWT_ISSUER", "REDIS_URL", "ALLOWED_ORIGINS",
     "PRESENCE_TTL", "HEARTBEAT_INTERVAL", "IDLE_TIMEOUT", "MAX_MESSAGE_SIZE",
     "MAX_QUEUE_BYTES", "MAX_QUEUE_MESSAGES", "LOG_LEVEL", "PERMESSAGE_DEFLATE",
-    "REDIS_OUTBOX_SIZE",
+    "REDIS_OUTBOX_SIZE", "ADMIN_HOST", "ADMIN_PORT", "DRAIN_TIMEOUT",
 )
 
 
@@ -211,7 +211,13 @@ class Server:
     """A running rtwsd on a free port of 127.0.0.1.
 
     env: variables on top of the test defaults (HOST=127.0.0.1, PORT=<free>,
-    JWT_SECRET=test-secret, LOG_LEVEL=debug); a value of None unsets it.
+    JWT_SECRET=test-secret, LOG_LEVEL=debug, ADMIN_HOST=127.0.0.1,
+    ADMIN_PORT=<free>, DRAIN_TIMEOUT=0); a value of None unsets it.
+    srv.port and srv.admin_port are the ports in use (admin_port 0 when the
+    test turned the admin listener off). Every server gets its own admin
+    port, so servers in parallel do not fight over the default 9100, and
+    DRAIN_TIMEOUT=0 keeps the at-once shutdown that ending a `with` block
+    relies on; tests of the drain pass their own DRAIN_TIMEOUT.
     Use as a context manager; the process group is always killed on exit.
     """
 
@@ -222,6 +228,7 @@ class Server:
         self.ready_timeout = ready_timeout
         self.proc = None
         self.port = None
+        self.admin_port = None
         self.log_path = None
         self.label = ""
 
@@ -231,8 +238,15 @@ class Server:
         last_tail = ""
         for attempt in range(3):
             self.port = int(self.overrides.get("PORT") or free_port())
+            if "ADMIN_PORT" in self.overrides:     # None: rtwsd's own default
+                admin = self.overrides["ADMIN_PORT"]
+                self.admin_port = 9100 if admin is None else int(admin)
+            else:
+                self.admin_port = free_port()
             defaults = {"HOST": "127.0.0.1", "PORT": str(self.port),
-                        "JWT_SECRET": SECRET, "LOG_LEVEL": "debug"}
+                        "JWT_SECRET": SECRET, "LOG_LEVEL": "debug",
+                        "ADMIN_HOST": "127.0.0.1", "ADMIN_PORT": str(self.admin_port),
+                        "DRAIN_TIMEOUT": "0"}
             defaults.update({k: v for k, v in self.overrides.items() if k != "PORT"})
             self.env = _server_env(defaults)
             fd, self.log_path = tempfile.mkstemp(prefix="rtwsd-", suffix=".log", dir=_tmpdir)
@@ -251,8 +265,8 @@ class Server:
             last_tail = self.log_tail()
             self.stop()
             # A port race with another process is the only reason to retry.
-            if state == "exited" and re.search(r"in use|bind", last_tail, re.I) \
-                    and "PORT" not in self.overrides:
+            if state == "exited" and re.search(r"in use|bind|cannot listen", last_tail, re.I) \
+                    and "PORT" not in self.overrides and "ADMIN_PORT" not in self.overrides:
                 continue
             break
         raise Failure(f"rtwsd did not start listening on 127.0.0.1:{self.port} "
@@ -869,6 +883,35 @@ def ws_upgrade_request(port, path, headers=(), key=None):
     hdrs = [("Upgrade", "websocket"), ("Connection", "Upgrade"),
             ("Sec-WebSocket-Key", key), ("Sec-WebSocket-Version", "13")]
     return http_request(port, path, hdrs + list(headers)), key
+
+
+async def http_get(port, path, timeout=3.0, method="GET", headers=()):
+    """One plain HTTP/1.1 request to 127.0.0.1:port (Connection: close).
+    Returns (status, {lower-case header: value}, body text); status is None
+    when the server closed without answering. Raises Failure on timeout."""
+    async def exchange():
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(http_request(port, path, [("Connection", "close")] + list(headers),
+                                      method))
+            await writer.drain()
+            return await reader.read()
+        finally:
+            writer.close()
+    try:
+        raw = await asyncio.wait_for(exchange(), timeout)
+    except asyncio.TimeoutError:
+        raise Failure(f"{method} {path} on port {port}: no answer within {timeout} s")
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    if not lines[0].startswith("HTTP/1."):
+        return None, {}, body.decode("utf-8", "replace")
+    headers = {}
+    for line in lines[1:]:
+        if ":" in line:
+            k, v = line.split(":", 1)
+            headers[k.strip().lower()] = v.strip()
+    return int(lines[0].split()[1]), headers, body.decode("utf-8", "replace")
 
 
 class RawConn:
