@@ -32,6 +32,8 @@
                                                       not room:{room} (totals; memory: 0)
     pipe (owner: rtwsd.c or a test)
       in             $TERM                     "s"    stop and free everything
+      in             CONFIG config             "sp"   SIGHUP: the new configuration (owned
+                                                      by rtwsd.c) replaces ours; reply "i" 1
       in             PRESENT user room         "sss"  reply "i": 1 when present, else 0
       in             SUBSCRIBED room           "ss"   reply "i": 1 when subscribed, else 0
       in             STATUS                    "s"    reply "sii8": engine name ("memory" or
@@ -656,6 +658,13 @@ s_bridge_recv_pipe (bridge_t *self)
     char *command = zmsg_popstr (msg);
     if (command && streq (command, "$TERM"))
         self->terminated = true;
+    else
+    if (command && streq (command, "CONFIG")) {
+        //  SIGHUP: nothing bridge reads may change at run time (rtwsd keeps
+        //  those values), but the old configuration is about to be freed.
+        self->config = (const rtws_config_t *) inproc_pop_pointer (msg);
+        zsock_send (self->pipe, "i", 1);
+    }
     else
     if (command && streq (command, "PRESENT")) {
         char *user = zmsg_popstr (msg);

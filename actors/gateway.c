@@ -14,6 +14,9 @@
         PORT            -> i    the bound listen port, -1 when listening failed
         ADMIN_PORT      -> i    the bound admin port; 0 when ADMIN_PORT=0 (off),
                                 -1 when the admin listener could not listen
+        CONFIG config   -> i    SIGHUP: config ("p", a const rtws_config_t *
+                                owned by rtwsd.c) replaces ours on both
+                                threads; 1 once the service thread uses it
         DRAIN           -> i    stop accepting (handshakes 503, /readyz 503),
                                 close every client with 1001 "going away",
                                 spread evenly over DRAIN_TIMEOUT seconds,
@@ -123,6 +126,7 @@
 
 #include "codec.h"
 #include "config.h"
+#include "inproc.h"
 #include "log.h"
 #include "origin.h"
 #include "rtws.h"
@@ -1358,6 +1362,14 @@ s_take_forwarded (gateway_t *self)
         if (command && streq (command, "DRAIN"))
             s_drain_start (self);
         else
+        if (command && streq (command, "CONFIG")) {
+            //  SIGHUP: from now on every check reads the new configuration;
+            //  the actor thread waits for this answer before rtwsd frees the
+            //  old one.
+            self->config = (const rtws_config_t *) inproc_pop_pointer (msg);
+            zsock_send (self->pair_out, "si", "CONFIGURED", 1);
+        }
+        else
         if (command && streq (command, "$TERM"))
             s_stop (self);
         else {
@@ -1871,17 +1883,41 @@ s_drain_ask (gateway_t *self)
     lws_cancel_service (self->context);
 }
 
-//  DRAINED from the service thread: the answer to DRAIN.
+//  CONFIG from the owner (SIGHUP): handed to the service thread, which
+//  swaps its pointer and answers CONFIGURED; the owner may free the old
+//  configuration once we answer.
+static void
+s_config_ask (gateway_t *self, zmsg_t *msg)
+{
+    const rtws_config_t *config = (const rtws_config_t *) inproc_pop_pointer (msg);
+    if (!self->service_started) {
+        self->config = config;
+        zsock_send (self->pipe, "i", 1);
+        return;
+    }
+    zmsg_t *forward = zmsg_new ();
+    zmsg_addstr (forward, "CONFIG");
+    zmsg_addmem (forward, &config, sizeof config);
+    zmsg_send (&forward, self->pair_in);
+    lws_cancel_service (self->context);
+}
+
+//  DRAINED or CONFIGURED from the service thread: the answer to DRAIN or
+//  CONFIG on the pipe.
 static void
 s_drained (gateway_t *self)
 {
     char *verb = NULL;
-    int closed = 0;
-    if (zsock_recv (self->pair_in, "si", &verb, &closed) == 0) {
-        assert (verb && streq (verb, "DRAINED"));
-        if (self->drain_asked)
-            zsock_send (self->pipe, "i", closed);
-        self->drain_asked = false;
+    int value = 0;
+    if (zsock_recv (self->pair_in, "si", &verb, &value) == 0) {
+        if (verb && streq (verb, "CONFIGURED"))
+            zsock_send (self->pipe, "i", value);
+        else {
+            assert (verb && streq (verb, "DRAINED"));
+            if (self->drain_asked)
+                zsock_send (self->pipe, "i", value);
+            self->drain_asked = false;
+        }
     }
     zstr_free (&verb);
 }
@@ -1918,6 +1954,9 @@ gateway_actor (zsock_t *pipe, void *args)
             else
             if (command && streq (command, "DRAIN"))
                 s_drain_ask (self);
+            else
+            if (command && streq (command, "CONFIG"))
+                s_config_ask (self, msg);
             else
             if (!term) {
                 log_error (GW, "unknown command: %s", command ? command : "(null)");

@@ -33,6 +33,8 @@
                                                       a second later
     pipe (owner: rtwsd.c or a test)
       in             $TERM                     "s"    stop and free everything
+      in             CONFIG config             "sp"   SIGHUP: the new configuration (owned
+                                                      by rtwsd.c) replaces ours; reply "i" 1
       in             MEMBERS room              "ss"   reply "i": local members of room
 
     No message carries a pointer ('p'), so nothing changes owner between threads.
@@ -509,6 +511,13 @@ s_router_recv_pipe (router_t *self)
     char *command = zmsg_popstr (msg);
     if (command && streq (command, "$TERM"))
         self->terminated = true;
+    else
+    if (command && streq (command, "CONFIG")) {
+        //  SIGHUP: nothing router reads may change at run time (rtwsd keeps
+        //  those values), but the old configuration is about to be freed.
+        self->config = (const rtws_config_t *) inproc_pop_pointer (msg);
+        zsock_send (self->pipe, "i", 1);
+    }
     else
     if (command && streq (command, "MEMBERS")) {
         char *name = zmsg_popstr (msg);

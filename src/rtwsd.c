@@ -120,6 +120,102 @@ s_drain (zactor_t *gateway, const rtws_config_t *config)
     zsock_set_rcvtimeo (gateway, -1);
 }
 
+//  What SIGHUP cannot change without a restart: listeners, the engine and
+//  values baked into running timers or tables. A change to one of these is
+//  logged and the running value kept, so every actor sees one consistent
+//  configuration.
+static const char *s_restart_only [] = {
+    "HOST", "PORT", "REDIS_URL", "REDIS_OUTBOX_SIZE", "PRESENCE_TTL", "ADMIN_HOST",
+    "ADMIN_PORT", "HANDSHAKE_TIMEOUT", "MAX_CONNECTIONS_PER_IP", "PERMESSAGE_DEFLATE", NULL
+};
+
+static bool
+s_restart_only_var (const char *name)
+{
+    for (int i = 0; s_restart_only [i]; i++)
+        if (streq (name, s_restart_only [i]))
+            return true;
+    return false;
+}
+
+//  Values never written to the log.
+static bool
+s_secret_var (const char *name)
+{
+    return streq (name, "JWT_SECRET") || streq (name, "REDIS_URL");
+}
+
+//  SIGHUP: reads every source again. An invalid configuration, or JWT
+//  settings auth cannot use, is refused and the running one stays. Else
+//  each actor switches to the new one (auth first, as it may still refuse),
+//  and the old one is freed once all have answered.
+static void
+s_reload (const s_args_t *args, rtws_config_t **config_p, zactor_t *actors [])
+{
+    rtws_config_t *old = *config_p;
+    char err [1024];
+    rtws_config_t *fresh = s_config_load (args, err, sizeof err);
+    if (!fresh) {
+        log_error (MAIN, "reload refused, the running configuration stays: %s", err);
+        return;
+    }
+    size_t changes = 0;
+    //  Big enough for any value (a secret is at most 64 KiB).
+    size_t size = 70000;
+    char *before = malloc (size), *after = malloc (size);
+    assert (before && after);
+    for (size_t i = 0; i < rtws_config_count (); i++) {
+        const char *name = rtws_config_name (i);
+        if (rtws_config_value (old, name, before, size)
+        ||  rtws_config_value (fresh, name, after, size)
+        ||  streq (before, after))
+            continue;
+        if (s_restart_only_var (name)) {
+            log_warn (MAIN, "reload: %s changed; it takes effect after a restart", name);
+            int rc = rtws_config_set (fresh, name, before, err, sizeof err);
+            assert (rc == 0);
+            continue;
+        }
+        changes++;
+        if (s_secret_var (name))
+            log_info (MAIN, "reload: %s changed", name);
+        else
+            log_info (MAIN, "reload: %s=%s (was %s)", name, after, before);
+    }
+    free (before);
+    free (after);
+    if (changes == 0) {
+        log_info (MAIN, "reload: nothing to change");
+        rtws_config_destroy (&fresh);
+        return;
+    }
+    //  rtws_config_set above may have restored a key file name: load again.
+    if (rtws_config_check (fresh, err, sizeof err)) {
+        log_error (MAIN, "reload refused, the running configuration stays: %s", err);
+        rtws_config_destroy (&fresh);
+        return;
+    }
+    for (int i = 0; actors [i]; i++) {
+        int taken = 0;
+        zsock_send (actors [i], "sp", "CONFIG", fresh);
+        zsock_recv (actors [i], "i", &taken);
+        if (!taken) {
+            //  Only auth can refuse, and it is asked first: nobody else has
+            //  the new configuration yet.
+            assert (i == 0);
+            log_error (MAIN, "reload refused, the running configuration stays: "
+                             "the JWT settings are not usable (see above)");
+            rtws_config_destroy (&fresh);
+            return;
+        }
+    }
+    rtws_log_set_level_name (fresh->log_level);
+    rtws_log_set_format_name (fresh->log_format);
+    rtws_config_destroy (&old);
+    *config_p = fresh;
+    log_info (MAIN, "reload: %zu change%s applied", changes, changes == 1 ? "" : "s");
+}
+
 //  Waits for a second SIGINT/SIGTERM during shutdown and exits at once.
 static void *
 s_second_signal (void *args)
@@ -141,7 +237,9 @@ main (int argc, char *argv [])
     sigemptyset (&set);
     sigaddset (&set, SIGINT);
     sigaddset (&set, SIGTERM);
-    pthread_sigmask (SIG_BLOCK, &set, NULL);
+    sigset_t blocked = set;
+    sigaddset (&blocked, SIGHUP);
+    pthread_sigmask (SIG_BLOCK, &blocked, NULL);
     signal (SIGPIPE, SIG_IGN);
     zsys_handler_set (NULL);
 
@@ -234,8 +332,15 @@ main (int argc, char *argv [])
             log_info (MAIN, "health, readiness and metrics on http://%s:%d/{healthz,readyz,metrics}",
                       config->admin_host, admin_port);
         notify_send ("READY=1\nSTATUS=serving");
+        zactor_t *actors [] = { auth, gateway, router, presence, bridge, NULL };
+        sigset_t waited = set;
+        sigaddset (&waited, SIGHUP);
         int sig = 0;
-        sigwait (&set, &sig);
+        while (sigwait (&waited, &sig) == 0 && sig == SIGHUP) {
+            notify_send ("RELOADING=1");
+            s_reload (&args, &config, actors);
+            notify_send ("READY=1");
+        }
         log_info (MAIN, "signal %d: shutting down", sig);
         notify_send ("STOPPING=1\nSTATUS=draining connections");
         pthread_t watchdog;
