@@ -898,8 +898,8 @@ s_closed (gateway_t *self, struct lws *wsi, s_session_t *session)
         }
         zsock_send (self->router, "s8s", "LEAVE", session->id, session->room);
         zsock_send (self->presence, "s8", "DISCONNECT", session->id);
-        log_info (GW, "close conn=%" PRIu64 " user=%s room=%s code=%d reason=\"%s\" duration=%.3fs",
-                  session->id, session->user, session->room, session->close_code,
+        log_info (GW, "close conn=%" PRIu64 " user=%s room=%s peer=%s code=%d reason=\"%s\" duration=%.3fs",
+                  session->id, session->user, session->room, session->peer, session->close_code,
                   session->close_reason ? session->close_reason : "",
                   (double) (s_now_us () - session->opened) / 1e6);
         self->metrics.closes [s_close_kind (session)]++;
