@@ -1191,22 +1191,28 @@ s_find_redis_server (char *path, size_t size)
     return false;
 }
 
-//  A loopback port nobody listens on right now: bind port 0, read it back.
+//  A loopback port nobody listens on right now, below the kernel's
+//  ephemeral range (32768+): the tests restart redis-server on the same
+//  port, and a port from bind(0) could be handed meanwhile to any other
+//  test's bind(0) or connect().
 static int
 s_free_port (void)
 {
-    int fd = socket (AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in addr;
-    memset (&addr, 0, sizeof addr);
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl (INADDR_LOOPBACK);
-    socklen_t len = sizeof addr;
     int port = -1;
-    if (fd >= 0 && bind (fd, (struct sockaddr *) &addr, sizeof addr) == 0
-    &&  getsockname (fd, (struct sockaddr *) &addr, &len) == 0)
-        port = ntohs (addr.sin_port);
-    if (fd >= 0)
+    for (int attempt = 0; attempt < 200 && port < 0; attempt++) {
+        int candidate = 20000 + randof (12768);
+        int fd = socket (AF_INET, SOCK_STREAM, 0);
+        if (fd < 0)
+            break;
+        struct sockaddr_in addr;
+        memset (&addr, 0, sizeof addr);
+        addr.sin_family = AF_INET;
+        addr.sin_addr.s_addr = htonl (INADDR_LOOPBACK);
+        addr.sin_port = htons ((uint16_t) candidate);
+        if (bind (fd, (struct sockaddr *) &addr, sizeof addr) == 0)
+            port = candidate;
         close (fd);
+    }
     return port;
 }
 

@@ -39,6 +39,7 @@ import hashlib
 import hmac
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -184,8 +185,22 @@ def _die_with_parent():
         os._exit(1)
 
 
+_port_random = random.Random(os.urandom(16))
+
+
 def free_port():
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    """A TCP port on 127.0.0.1 that was free a moment ago, chosen below the
+    kernel's ephemeral range (32768+): servers are restarted on their port,
+    and a port from bind(0) could meanwhile be handed to any other test's
+    bind(0) or outgoing connection."""
+    for _ in range(200):
+        port = _port_random.randrange(20000, 32768)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
