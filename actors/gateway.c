@@ -1102,7 +1102,9 @@ s_writeable (gateway_t *self, struct lws *wsi, s_session_t *session)
                 now = codec_now ();
             s_latency_observe (&self->metrics, now - ts);
         }
-        if (lws_send_pipe_choked (wsi))
+        //  lws_send_pipe_choked polls the socket: a syscall, worth paying
+        //  only when another frame waits.
+        if (!session->out.count || lws_send_pipe_choked (wsi))
             break;
     }
     if (session->out.count)
@@ -1680,7 +1682,11 @@ s_lws_log (int level, const char *line)
 }
 
 static const struct lws_protocols s_protocols [] = {
-    { "rtws", s_callback, sizeof (s_session_t), 0, 0, NULL, 0 },
+    //  rx_buffer_size: lws gives each connection a receive buffer of this
+    //  size (4 KiB by default); client frames are small, and a longer one
+    //  arrives in several RECEIVE callbacks that s_receive reassembles, so
+    //  1 KiB keeps idle connections lean.
+    { "rtws", s_callback, sizeof (s_session_t), 1024, 0, NULL, 0 },
     { NULL, NULL, 0, 0, 0, NULL, 0 }
 };
 
