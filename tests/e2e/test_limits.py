@@ -196,8 +196,13 @@ async def test_slow_consumer_closed():
         check(ok, "the server keeps serving after closing a slow consumer", repr(msg))
         rss = int([l for l in open(f"/proc/{srv.proc.pid}/status")
                    if l.startswith("VmRSS:")][0].split()[1])
-        check(rss < 200 * 1024, "server memory stays bounded with a stalled client",
-              f"VmRSS {rss} kB")
+        # 10 MB went through the room; the stalled client may hold at most
+        # MAX_QUEUE_BYTES of it. AddressSanitizer's shadow and quarantine
+        # multiply what any allocation costs, so its bound is wider.
+        asan = "libasan" in open(f"/proc/{srv.proc.pid}/maps").read()
+        bound = (1024 if asan else 200) * 1024
+        check(rss < bound, "server memory stays bounded with a stalled client",
+              f"VmRSS {rss} kB, bound {bound} kB")
 
 
 async def test_token_expiry_closes():
