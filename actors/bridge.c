@@ -878,6 +878,22 @@ s_wait (zpoller_t *idle, int ms)
     zpoller_wait (idle, ms);
 }
 
+//  Waits until every PUBLISH sent so far has been answered by Redis (STATUS
+//  outbox 0). A subscriber can hear a message before the publisher's
+//  connection reads its reply, and an unanswered PUBLISH is sent again
+//  after a lost connection: a test that kills Redis waits for this first.
+static bool
+s_await_answered (zactor_t *bridge, zpoller_t *idle, int deadline_ms)
+{
+    int64_t deadline = zclock_mono () + deadline_ms;
+    while (zclock_mono () < deadline) {
+        if (s_status (bridge).outbox == 0)
+            return true;
+        s_wait (idle, 10);
+    }
+    return false;
+}
+
 //  Asks STATUS every 10 ms until connected is want; returns the ms it took,
 //  or -1 when the deadline passed first.
 static int64_t
@@ -1730,6 +1746,8 @@ s_test_redis_outage (test_t *t, rtws_config_t *config, zsock_t *router, zsock_t 
     s_sync (t, to_bridge, router, "SUBSCRIBE x and PRESENCE_UP fay, then a sync");
 
     //  Killed: PUBLISHes wait, in order, up to the bound; then REFUSED.
+    s_check (t, s_await_answered (bridge, idle, TEST_TIMEOUT),
+             "every PUBLISH answered before the kill");
     s_check (t, s_flush_stats (gateway), "nothing but STATS on the gateway socket before the kill");
     s_redis_kill (redis);
     int64_t took = s_await_connected (bridge, idle, 0, TEST_TIMEOUT);
@@ -1773,6 +1791,8 @@ s_test_redis_outage (test_t *t, rtws_config_t *config, zsock_t *router, zsock_t 
 
     //  Stopped: the bridge never blocks, PUBLISHes in flight count against
     //  the bound, and everything flows again on SIGCONT.
+    s_check (t, s_await_answered (bridge, idle, TEST_TIMEOUT),
+             "every PUBLISH answered before SIGSTOP");
     kill (redis->pid, SIGSTOP);
     for (int i = 0; i < 3; i++) {
         snprintf (payload, sizeof payload, "{\"stop\":%d}", i);
@@ -1808,6 +1828,8 @@ s_test_redis_outage (test_t *t, rtws_config_t *config, zsock_t *router, zsock_t 
     }
 
     //  Killed while stopped: what was sent and unanswered is sent again.
+    s_check (t, s_await_answered (bridge, idle, TEST_TIMEOUT),
+             "every PUBLISH answered before SIGSTOP");
     kill (redis->pid, SIGSTOP);
     for (int i = 0; i < 3; i++) {
         snprintf (payload, sizeof payload, "{\"again\":%d}", i);
