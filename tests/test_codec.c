@@ -177,6 +177,8 @@ static const parse_row_t s_parse_rows [] = {
       RAW ("{\"type\":\"chat.message\",\"text\":\"a\0b\"}"), ERR ("bad_json"), NULL, NULL, NULL },
     { "raw NUL byte after the object",
       RAW ("{\"type\":\"system.pong\"}\0"), ERR ("bad_json"), NULL, NULL, NULL },
+    { "raw NUL byte right after a number (jansson 2.14 would skip it)",
+      RAW ("{\"type\":\"system.pong\",\"n\":0\0}"), ERR ("bad_json"), NULL, NULL, NULL },
     { "only len bytes are parsed",
       "{\"type\":\"system.pong\"}garbage", 22, CODEC_IN_ACTIVITY, NULL, NULL, NULL, NULL },
 
@@ -640,6 +642,8 @@ s_test_is_json_object (void)
         { "not JSON", "hello", 0, false },
         { "raw NUL inside a string", RAW ("{\"a\":\"\0\"}"), false },
         { "raw NUL after the object", RAW ("{}\0"), false },
+        { "raw NUL right after a number", RAW ("{\"a\":0\0}"), false },
+        { "raw NUL right after true", RAW ("{\"a\":true\0}"), false },
         { "only len bytes count", "{}garbage", 2, true },
         { "invalid UTF-8", "{\"a\":\"\xff\"}", 0, false },
     };
