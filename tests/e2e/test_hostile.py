@@ -250,6 +250,12 @@ async def ten_mb_frame(port):
     res = await asyncio.to_thread(_ten_mb_frame, port, mint("big"))
     if res["error"] and res["code"] is None:
         return f"10 MB frame: {res['error']}"
+    # While the client is still streaming, the server's close frame (1009)
+    # can be lost to the TCP reset that closing a socket with unread input
+    # sends; test_frames.py checks the 1009 itself on a quiet connection.
+    # Here what must hold is that the server cut the frame off early.
+    if res["code"] == 1006 and res["sent"] < TEN_MB:
+        return None
     if res["code"] != 1009:
         return (f"10 MB frame: close code {res['code']!r}, expected 1009 "
                 f"(sent {res['sent']} bytes; {res['error'] or ''})")
