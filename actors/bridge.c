@@ -195,21 +195,6 @@ bridge_refuse (bridge_t *self, uint64_t conn, const char *ref)
                    BRIDGE_GATEWAY_HWM);
 }
 
-bool
-bridge_room_valid (const char *room, size_t len)
-{
-    if (len < 1 || len > RTWS_ROOM_MAX)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        char c = room [i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
-           || c == '_' || c == '-'))
-            return false;
-    }
-    return true;
-}
-
-
 //  --------------------------------------------------------------------------
 //  Memory engine: one node, no Redis. Rooms are a set; presence keys carry an
 //  expiry, like a Redis key with EX, so a node that forgets a DOWN still

@@ -69,10 +69,6 @@ void bridge_deliver (bridge_t *bridge, const char *room, zframe_t **payload_p);
 //  REFUSED conn ref to the gateway; never blocks.
 void bridge_refuse (bridge_t *bridge, uint64_t conn, const char *ref);
 
-//  True when room matches ^[A-Za-z0-9_-]{1,64}$ (docs/PROTOCOL.md section 2):
-//  for names that come from outside, such as Redis channels.
-bool bridge_room_valid (const char *room, size_t len);
-
 //  The Redis engine (bridge_redis.c).
 extern const bridge_engine_t bridge_redis_engine;
 

@@ -124,6 +124,7 @@
 #include <stddef.h>
 #include <time.h>
 
+#include "channel.h"
 #include "codec.h"
 #include "config.h"
 #include "inproc.h"
@@ -656,21 +657,6 @@ s_refuse (gateway_t *self, struct lws *wsi, s_reject_t why, int status, const ch
     return s_reject (wsi, status, reason, body);
 }
 
-static bool
-s_room_valid (const char *room)
-{
-    size_t len = strlen (room);
-    if (len < 1 || len > RTWS_ROOM_MAX)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        char c = room [i];
-        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')
-        ||  c == '_' || c == '-'))
-            return false;
-    }
-    return true;
-}
-
 //  Finds the token: query "token", cookie "access_token", then
 //  "Authorization: Bearer" (token.c reads each source). Returns 1 when
 //  found (copied into token), 0 when absent, -1 when present but too large.
@@ -792,7 +778,7 @@ s_filter (gateway_t *self, struct lws *wsi, s_session_t *session)
         return s_refuse (self, wsi, S_REJECT_BAD_ROOM, 400, "Bad Request", "bad room");
     }
     const char *room = uri + 4;
-    if (!s_room_valid (room)) {
+    if (!channel_room_valid (room, strlen (room))) {
         log_info (GW, "refused %s: bad room", peer);
         return s_refuse (self, wsi, S_REJECT_BAD_ROOM, 400, "Bad Request", "bad room");
     }
