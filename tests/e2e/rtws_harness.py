@@ -186,6 +186,7 @@ def _die_with_parent():
 
 
 _port_random = random.Random(os.urandom(16))
+_ports_handed_out = set()
 
 
 def free_port():
@@ -195,6 +196,11 @@ def free_port():
     bind(0) or outgoing connection."""
     for _ in range(200):
         port = _port_random.randrange(20000, 32768)
+        # Never the same port twice in one test process: two servers started
+        # together (a cluster, a public and an admin port) would race for it.
+        if port in _ports_handed_out:
+            continue
+        _ports_handed_out.add(port)
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             try:
                 s.bind(("127.0.0.1", port))
