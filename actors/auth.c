@@ -63,6 +63,7 @@
 #include "auth.h"
 #include "config.h"
 #include "jwt_shape.h"
+#include "inproc.h"
 #include "log.h"
 #include "rtws.h"
 
@@ -233,11 +234,7 @@ s_auth_destroy (auth_t **self_p)
     if (*self_p) {
         auth_t *self = *self_p;
         zpoller_destroy (&self->poller);
-        //  Unbinding releases an inproc endpoint at once, closing only later
-        //  on the reaper thread: a new auth actor (tests, a restart) may bind
-        //  the same endpoint as soon as we have returned.
-        zsock_unbind (self->router, "%s", RTWS_EP_AUTH);
-        zsock_destroy (&self->router);
+        inproc_bound_destroy (&self->router, RTWS_EP_AUTH);
         free (self);
         *self_p = NULL;
     }

@@ -442,12 +442,7 @@ s_bridge_destroy (bridge_t **self_p)
         bridge_t *self = *self_p;
         if (self->engine)
             self->engine->destroy (&self->state);
-        if (self->inbox)
-            //  Unbind explicitly: closing alone frees the endpoint later, on
-            //  libzmq's reaper thread, and a restarted bridge (or the next
-            //  test) must be able to bind it as soon as zactor_destroy returns.
-            zsock_unbind (self->inbox, "%s", RTWS_EP_BRIDGE);
-        zsock_destroy (&self->inbox);
+        inproc_bound_destroy (&self->inbox, RTWS_EP_BRIDGE);
         zsock_destroy (&self->router);
         zsock_destroy (&self->gateway);
         free (self);

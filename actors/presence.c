@@ -208,12 +208,7 @@ s_presence_destroy (presence_t **self_p)
     if (*self_p) {
         presence_t *self = *self_p;
         zpoller_destroy (&self->poller);
-        if (self->inbox)
-            //  Unbind explicitly: closing alone frees the endpoint later, on
-            //  libzmq's reaper thread, and a restarted actor (or the next
-            //  test) must be able to bind it as soon as zactor_destroy returns.
-            zsock_unbind (self->inbox, "%s", RTWS_EP_PRESENCE);
-        zsock_destroy (&self->inbox);
+        inproc_bound_destroy (&self->inbox, RTWS_EP_PRESENCE);
         zsock_destroy (&self->bridge);
         //  conns points into pairs, so it goes first.
         zhashx_destroy (&self->conns);

@@ -269,12 +269,7 @@ s_router_destroy (router_t **self_p)
     if (*self_p) {
         router_t *self = *self_p;
         zpoller_destroy (&self->poller);
-        if (self->inbox)
-            //  Unbind explicitly: closing alone frees the endpoint later, on
-            //  libzmq's reaper thread, and a restarted router (or the next
-            //  test) must be able to bind it as soon as zactor_destroy returns.
-            zsock_unbind (self->inbox, "%s", RTWS_EP_ROUTER);
-        zsock_destroy (&self->inbox);
+        inproc_bound_destroy (&self->inbox, RTWS_EP_ROUTER);
         zsock_destroy (&self->bridge);
         zsock_destroy (&self->gateway);
         zhashx_destroy (&self->rooms);

@@ -22,6 +22,14 @@ inproc_pull_new (const char *endpoint, int hwm, const char *component)
     return sock;
 }
 
+void
+inproc_bound_destroy (zsock_t **sock_p, const char *endpoint)
+{
+    if (*sock_p)
+        zsock_unbind (*sock_p, "%s", endpoint);
+    zsock_destroy (sock_p);
+}
+
 zsock_t *
 inproc_push_new (const char *endpoint, int hwm, int sndtimeo, const char *component)
 {

@@ -12,6 +12,12 @@
 //  linger 0. Returns NULL (and logs why, as component) when the bind fails.
 zsock_t *inproc_pull_new (const char *endpoint, int hwm, const char *component);
 
+//  Destroys a socket bound at endpoint, unbinding it first: closing alone
+//  frees an inproc endpoint later, on libzmq's reaper thread, and a
+//  restarted actor (or the next test) must be able to bind it as soon as
+//  zactor_destroy returns. Idempotent; sets *sock_p to NULL.
+void inproc_bound_destroy (zsock_t **sock_p, const char *endpoint);
+
 //  A PUSH connected to endpoint: sndhwm hwm, sndtimeo msecs (0 = never
 //  block, -1 = block), linger 0. Returns NULL (logged) on failure.
 zsock_t *inproc_push_new (const char *endpoint, int hwm, int sndtimeo, const char *component);
