@@ -117,6 +117,7 @@
 
 #include <libwebsockets.h>
 #include <limits.h>
+#include <sys/resource.h>
 #include <openssl/crypto.h>
 #include <pthread.h>
 #include <signal.h>
@@ -127,6 +128,7 @@
 #include "channel.h"
 #include "codec.h"
 #include "config.h"
+#include "gateway_recv.h"
 #include "inproc.h"
 #include "log.h"
 #include "origin.h"
@@ -240,6 +242,7 @@ static const char s_client_closed [] = "client closed";
 static const s_close_kind_t s_close_kinds [] = {
     { 1000, "1000", "idle timeout" },
     { 1001, "1001", "going away" },
+    { 1002, "1002", "unmasked frame" },
     { 1003, "1003", "binary frame" },
     { 1008, "1008", "slow consumer" },
     { 1008, "1008", "rate limited" },
@@ -324,6 +327,7 @@ typedef struct {
     lws_sorted_usec_list_t drain_sul;  //  the next batch
     s_metrics_t metrics;        //  counted here, rendered by /metrics
     s_stats_t stats;            //  cached STATS of router and bridge
+    frame_guards_t guards;      //  per fd: the mask check (gateway_recv.c)
 } gateway_t;
 
 //  How long a client gets to answer our close frame before it is dropped.
@@ -847,6 +851,12 @@ s_established (gateway_t *self, struct lws *wsi, s_session_t *session)
               session->id, session->user, session->room, peer);
     self->metrics.connections++;
     s_session_schedule (self, wsi, session, now);
+    //  Frames sent before the 101 (RFC 6455 4.1 forbids it) are in lws's
+    //  buffer already: an unmasked one fails the connection here.
+    frame_guard_t *guard = frame_guards_find (&self->guards, lws_get_socket_fd (wsi));
+    if (guard && frame_guard_upgrade (guard) < 0)
+        s_session_close (wsi, session, LWS_CLOSE_STATUS_PROTOCOL_ERR, "unmasked frame");
+    else
     //  Its handshake passed before the drain began: it goes with the drain.
     if (self->draining)
         s_session_close (wsi, session, LWS_CLOSE_STATUS_GOINGAWAY, "going away");
@@ -873,6 +883,15 @@ static void s_drain_check (gateway_t *self);
 static void
 s_closed (gateway_t *self, struct lws *wsi, s_session_t *session)
 {
+    //  An unmasked frame was rewritten to fail in lws (gateway_recv.c):
+    //  lws sent the 1002; the log and /metrics say why.
+    int fd = lws_get_socket_fd (wsi);
+    frame_guard_t *guard = frame_guards_find (&self->guards, fd);
+    if (guard && guard->mode == FRAME_GUARD_FAILED && !session->close_code) {
+        session->close_code = LWS_CLOSE_STATUS_PROTOCOL_ERR;
+        session->close_reason = "unmasked frame";
+    }
+    frame_guards_track (&self->guards, fd, FRAME_GUARD_OFF);
     if (session->id) {
         s_connmap_remove (&self->conns, session->id);
         if (self->per_peer) {
@@ -1379,6 +1398,11 @@ s_callback (struct lws *wsi, enum lws_callback_reasons reason, void *user, void 
             if (self)
                 s_take_forwarded (self);
             return 0;
+        case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:
+            //  Accepted on the public port: follow its bytes from the first.
+            if (self)
+                frame_guards_track (&self->guards, lws_get_socket_fd (wsi), FRAME_GUARD_HTTP);
+            return 0;
         case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
             return s_filter (self, wsi, session);
         case LWS_CALLBACK_ESTABLISHED:
@@ -1401,6 +1425,10 @@ s_callback (struct lws *wsi, enum lws_callback_reasons reason, void *user, void 
         case LWS_CALLBACK_CLOSED:
             s_closed (self, wsi, session);
             return 0;
+        case LWS_CALLBACK_CLOSED_HTTP:
+            if (self)
+                frame_guards_track (&self->guards, lws_get_socket_fd (wsi), FRAME_GUARD_OFF);
+            return lws_callback_http_dummy (wsi, reason, user, in, len);
         case LWS_CALLBACK_HTTP:
             //  Plain HTTP on the public port: nothing to serve here.
             if (lws_return_http_status (wsi, HTTP_STATUS_NOT_FOUND, NULL))
@@ -1611,6 +1639,11 @@ s_admin_callback (struct lws *wsi, enum lws_callback_reasons reason, void *user,
     switch (reason) {
         case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
             return 0;           //  the public vhost's protocol takes the PAIR
+        case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:
+            //  The fd may have been a public connection's: forget its guard.
+            if (self)
+                frame_guards_track (&self->guards, lws_get_socket_fd (wsi), FRAME_GUARD_OFF);
+            return 0;
         case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
             //  No WebSocket here.
             return s_reject (wsi, 404, "Not Found", "not found");
@@ -1649,9 +1682,11 @@ static void *
 s_service_thread (void *args)
 {
     gateway_t *self = (gateway_t *) args;
+    gateway_recv_attach (&self->guards);
     while (!self->done)
         if (lws_service (self->context, 0) < 0)
             break;
+    gateway_recv_attach (NULL);
     OPENSSL_thread_stop ();
     return NULL;
 }
@@ -1704,6 +1739,13 @@ gateway_new (zsock_t *pipe, const rtws_config_t *config)
     self->port = -1;
     self->redis = config->redis_url && *config->redis_url;
     self->started = (int64_t) time (NULL);
+    //  The guard table never outgrows the fds this process may open.
+    struct rlimit files;
+    size_t fd_limit = getrlimit (RLIMIT_NOFILE, &files) == 0 && files.rlim_cur != RLIM_INFINITY
+                    ? (size_t) files.rlim_cur : (size_t) 1 << 20;
+    frame_guards_init (&self->guards, fd_limit);
+    if (!gateway_recv_active ())
+        log_warn (GW, "recv(2) is not the gateway's: unmasked client frames are not failed");
 
     if (config->max_connections_per_ip > 0) {
         self->per_peer = zhashx_new ();
@@ -1828,6 +1870,7 @@ gateway_destroy (gateway_t **self_p)
     if (self->context)
         lws_context_destroy (self->context);
     free (self->conns.slots);
+    frame_guards_free (&self->guards);
     zhashx_destroy (&self->per_peer);
     zsock_destroy (&self->auth);
     zsock_destroy (&self->presence);

@@ -286,6 +286,35 @@ def channel_seeds():
     return {name: bytes([len(ch)]) + ch + payload for name, (ch, payload) in cases.items()}
 
 
+def frame_guard_seeds():
+    sys.path.insert(0, os.path.join(HERE, "..", "e2e"))
+    from rtws_harness import ws_frame
+
+    def frame(opcode, payload, fin=True, mask=True):
+        # A fixed masking key keeps the seeds the same from run to run.
+        return ws_frame(opcode, payload, fin=fin, mask=mask, key=b"\x11\x22\x33\x44")
+    ping = frame(1, b'{"type":"system.ping","id":"1"}')
+    request = (b"GET /ws/lobby?token=x HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+               b"Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+    # byte 0: bit 0 = HTTP first, bits 1-4 = reader buffer (0: 4096);
+    # bytes 1-4: read sizes
+    ws, ws_small, http = b"\x00", b"\x06", b"\x01"
+    whole, bytewise, mixed = b"\xff\xff\xff\xff", b"\x01\x01\x01\x01", b"\x03\x01\x07\x02"
+    return {
+        "masked_frames": ws + whole + ping + frame(9, b"p") + frame(1, b"x" * 200),
+        "unmasked_text": ws + whole + ping + frame(1, b"hello", mask=False),
+        "unmasked_bytewise": ws + bytewise + ping + frame(1, b"hello", mask=False),
+        "unmasked_mixed": ws + mixed + frame(1, b"a" * 130) + frame(8, b"\x03\xe8", mask=False),
+        "unmasked_small_buffer": ws_small + mixed + ping + frame(1, b"z", mask=False),
+        "one_byte_buffer": b"\x02" + whole + ping + frame(1, b"z", mask=False),
+        "long_64bit": ws + mixed + frame(2, b"b" * 70000)[:3000],
+        "fragments": ws + mixed + frame(1, b"ab", fin=False) + frame(9, b"") + frame(0, b"cd"),
+        "http_masked": http + whole + request + ping,
+        "http_unmasked": http + mixed + request + frame(1, b"x", mask=False),
+        "http_two_requests": http + mixed + b"GET / HTTP/1.1\r\n\r\n" + request + ping,
+    }
+
+
 def main():
     targets = {
         "codec": codec_seeds(),
@@ -293,6 +322,7 @@ def main():
         "token": token_seeds(),
         "jwt_shape": jwt_seeds(),
         "channel": channel_seeds(),
+        "frame_guard": frame_guard_seeds(),
     }
     for target, seeds in targets.items():
         folder = os.path.join(CORPUS, target)
