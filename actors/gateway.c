@@ -61,17 +61,27 @@
     Out, DEALER to RTWS_EP_AUTH (request/reply, synchronous):
         VERIFY seq token        s8s   -> OK seq user exp | FAIL seq reason 0
 
-    Threads: lws 4.1 blocks in lws_service() and ignores its timeout, so
-    this actor owns two threads. The actor thread polls the pipe and the
-    PULL socket and forwards each message over an inproc PAIR to the lws
-    service thread, then calls lws_cancel_service(), the one lws call that
-    is safe from another thread. The service thread gets
-    LWS_CALLBACK_EVENT_WAIT_CANCELLED and drains the PAIR completely
-    (wake-ups merge). Every other lws call, every session, the metrics, the
-    cached STATS and the sockets to auth, router and presence belong to the
-    service thread alone. One message goes the other way on the PAIR:
-    "DRAINED" i, when a drain is complete; the actor thread turns it into
-    the answer to DRAIN on the pipe.
+    Threads: lws 4.1 blocks in lws_service() and ignores its timeout, and
+    Debian builds it with one service thread per context (LWS_MAX_SMP 1).
+    So this actor owns GATEWAY_THREADS shards besides its own thread: each
+    shard is an lws context with its own service thread, its own listening
+    socket on the shared port (SO_REUSEPORT when there are several: the
+    kernel spreads new connections over them), its own connections and
+    its own sockets to auth, router and presence. A connection id carries
+    its shard in its low S_SHARD_BITS bits. The actor thread polls the pipe
+    and the PULL socket and forwards each message over an inproc PAIR to
+    the shard it concerns - a DELIVER split by the shards of its ids, a
+    REFUSED to its connection's shard, STATS to shard 0, which also serves
+    the admin vhost - then calls lws_cancel_service(), the one lws call
+    that is safe from another thread. The service thread gets
+    LWS_CALLBACK_EVENT_WAIT_CANCELLED and drains its PAIR completely
+    (wake-ups merge). Every other lws call, every session, and the sockets
+    to the siblings belong to their service thread alone; what the shards
+    share is the live-connection count (atomic), the per-address map
+    (mutex) and each other's metrics (one writer each, relaxed atomics,
+    summed by shard 0 for /metrics). Two messages go the other way on a
+    PAIR: "DRAINED" i and "CONFIGURED" 1; the actor thread answers DRAIN
+    and CONFIG on the pipe once every shard has.
 
     Two vhosts in one lws context (LWS_SERVER_OPTION_EXPLICIT_VHOSTS):
     "public" on HOST:PORT serves /ws/{room} as before; "admin" on
@@ -115,9 +125,15 @@
 
 #include "gateway.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <libwebsockets.h>
 #include <limits.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <openssl/crypto.h>
 #include <pthread.h>
 #include <signal.h>
@@ -275,11 +291,19 @@ typedef struct {
     uint64_t drops [S_DROPS];
     uint64_t closes [S_CLOSE_KINDS];
     uint64_t latency [S_LATENCY_BOUNDS + 1];  //  per bucket, the last is +Inf
-    double latency_sum;         //  seconds, over every observation
+    uint64_t latency_sum_ns;    //  nanoseconds, over every observation
     uint64_t latency_count;     //  observations
 } s_metrics_t;
 
-//  The latest STATS of router and bridge (service thread only).
+//  Counters have one writer, their shard's service thread, and one reader
+//  besides it, shard 0 rendering /metrics: relaxed atomic loads and
+//  stores, no lock, no read-modify-write instruction.
+#define S_COUNT(counter, n) \
+    __atomic_store_n (&(counter), __atomic_load_n (&(counter), __ATOMIC_RELAXED) + (n), \
+                      __ATOMIC_RELAXED)
+#define S_READ(counter)     __atomic_load_n (&(counter), __ATOMIC_RELAXED)
+
+//  The latest STATS of router and bridge (shard 0's service thread only).
 typedef struct {
     uint64_t rooms;             //  router: rooms with a local member
     uint64_t router_shed;       //  router: DELIVERs shed, total
@@ -292,31 +316,53 @@ typedef struct {
     uint64_t bad_channel;
 } s_stats_t;
 
+typedef struct gateway_t gateway_t;
+
+//  A connection id carries its shard in the low bits, so that a DELIVER
+//  or REFUSED finds the service thread that owns the connection.
+#define S_SHARD_BITS        6
+#define S_SHARDS_MAX        (1 << S_SHARD_BITS)
+#define S_SHARD_OF(id)      ((size_t) ((id) & (S_SHARDS_MAX - 1)))
+
+//  What the shards share: written by the actor thread before any shard
+//  runs, then only the atomic count and the mutex-guarded map change.
+//  Each shard checks the caps in its handshake and counts in ESTABLISHED,
+//  on its own thread, so the caps may be passed by at most one handshake
+//  per other shard racing in the same instant.
 typedef struct {
+    size_t connections;         //  live connections, every shard (atomic)
+    pthread_mutex_t peers_lock; //  guards per_peer
+    zhashx_t *per_peer;         //  client address -> live connections (as a
+                                //  pointer-sized count), when capped
+    gateway_t *shards [S_SHARDS_MAX];  //  for /metrics: every shard's counters
+    size_t count;               //  shards running
+} s_shared_t;
+
+//  One shard: an lws context and the service thread that runs it, with
+//  the connections the kernel handed to its listening socket.
+struct gateway_t {
     const rtws_config_t *config;  //  read-only, owned by rtwsd.c
-    struct lws_context *context;  //  NULL when listening failed
-    struct lws_vhost *vhost;    //  "public": /ws/{room}
-    struct lws_vhost *admin;    //  "admin": /healthz /readyz /metrics, or NULL
-    int port;                   //  bound port, -1 when listening failed
+    s_shared_t *shared;         //  owned by the actor
+    size_t shard;               //  index, 0 .. GATEWAY_THREADS - 1
+    struct lws_context *context;  //  NULL when set-up failed
+    struct lws_vhost *vhost;    //  "public": /ws/{room}, fed by s_listen_callback
+    struct lws_vhost *listener; //  "listener": the listening socket, as a raw fd
+    struct lws_vhost *admin;    //  "admin" (shard 0): /healthz /readyz /metrics, or NULL
     int admin_port;             //  bound admin port, 0 = off, -1 = failed
     bool redis;                 //  the bridge runs the Redis engine
     int64_t started;            //  wall clock Unix s at start-up
     pthread_t service;          //  the lws service thread
     bool service_started;
-    zsock_t *pipe;              //  actor thread: our owner
-    zsock_t *pull;              //  actor thread: DELIVER from router
     zsock_t *pair_in;           //  actor thread: forwards to the service thread
-    bool drain_asked;           //  actor thread: DRAIN waits for its answer
     //  Everything below belongs to the service thread once it runs.
     zsock_t *pair_out;          //  messages from (and DRAINED to) the actor thread
     zsock_t *router;            //  PUSH to RTWS_EP_ROUTER
     zsock_t *presence;          //  PUSH to RTWS_EP_PRESENCE
     zsock_t *auth;              //  DEALER to RTWS_EP_AUTH
     uint64_t auth_seq;          //  last VERIFY sequence number
-    rtws_conn_id_t next_id;     //  last connection id handed out
-    s_connmap_t conns;          //  live (ESTABLISHED) connections
-    zhashx_t *per_peer;         //  client address -> live connections (as a
-                                //  pointer-sized count), when capped
+    rtws_conn_id_t next_id;     //  last connection number handed out
+    s_connmap_t conns;          //  live (ESTABLISHED) connections of this shard
+    int spare_fd;               //  held open to shed a connection at EMFILE
     bool stopping;              //  $TERM seen: refuse, close, then exit
     bool done;                  //  the service loop may end
     bool draining;              //  DRAIN seen: refuse, close in batches
@@ -328,7 +374,7 @@ typedef struct {
     s_metrics_t metrics;        //  counted here, rendered by /metrics
     s_stats_t stats;            //  cached STATS of router and bridge
     frame_guards_t guards;      //  per fd: the mask check (gateway_recv.c)
-} gateway_t;
+};
 
 //  How long a client gets to answer our close frame before it is dropped.
 #define S_CLOSE_GRACE_US    (2 * 1000000LL)
@@ -341,6 +387,8 @@ typedef struct {
 #define S_TOUCH_EVERY_US    (1000000LL)
 //  A drain closes one batch of connections this often.
 #define S_DRAIN_TICK_US     (100000LL)
+//  Connections one shard accepts per wake-up before it serves the others.
+#define S_ACCEPT_BATCH      32
 //  Largest admin answer (the metrics text is far smaller: its label sets
 //  are fixed).
 #define S_ADMIN_BODY_MAX    (64 * 1024)
@@ -555,9 +603,9 @@ s_latency_observe (s_metrics_t *metrics, double seconds)
     size_t bucket = 0;
     while (bucket < S_LATENCY_BOUNDS && seconds > s_latency_bounds [bucket])
         bucket++;
-    metrics->latency [bucket]++;
-    metrics->latency_sum += seconds;
-    metrics->latency_count++;
+    S_COUNT (metrics->latency [bucket], 1);
+    S_COUNT (metrics->latency_sum_ns, (uint64_t) (seconds * 1e9));
+    S_COUNT (metrics->latency_count, 1);
 }
 
 //  --------------------------------------------------------------------------
@@ -583,7 +631,7 @@ static void
 s_session_send (gateway_t *self, struct lws *wsi, s_session_t *session, s_frame_t *frame)
 {
     if (session->close_code) {
-        self->metrics.drops [S_DROP_CLOSING]++;
+        S_COUNT (self->metrics.drops [S_DROP_CLOSING], 1);
         return;
     }
     if (s_queue_push (&session->out, frame, self->config) == 0)
@@ -592,7 +640,7 @@ s_session_send (gateway_t *self, struct lws *wsi, s_session_t *session, s_frame_
         log_warn (GW, "conn %" PRIu64 " user=%s room=%s: slow consumer, %zu frames / %zu bytes unsent",
                   session->id, session->user, session->room,
                   session->out.count, session->out.bytes);
-        self->metrics.drops [S_DROP_SLOW_CONSUMER] += session->out.count + 1;
+        S_COUNT (self->metrics.drops [S_DROP_SLOW_CONSUMER], session->out.count + 1);
         s_queue_clear (&session->out);
         s_session_close (wsi, session, LWS_CLOSE_STATUS_POLICY_VIOLATION, "slow consumer");
     }
@@ -657,7 +705,7 @@ static int
 s_refuse (gateway_t *self, struct lws *wsi, s_reject_t why, int status, const char *reason,
           const char *body)
 {
-    self->metrics.rejections [why]++;
+    S_COUNT (self->metrics.rejections [why], 1);
     return s_reject (wsi, status, reason, body);
 }
 
@@ -754,14 +802,20 @@ s_filter (gateway_t *self, struct lws *wsi, s_session_t *session)
                          "shutting down");
 
     //  0. Capacity, before any work: the node's and this address's share.
-    if (self->conns.count >= self->config->max_connections) {
+    s_shared_t *shared = self->shared;
+    if (__atomic_load_n (&shared->connections, __ATOMIC_RELAXED) >= self->config->max_connections) {
         log_warn (GW, "refused %s: MAX_CONNECTIONS (%zu) reached", peer,
                   self->config->max_connections);
         return s_refuse (self, wsi, S_REJECT_SERVER_FULL, 503, "Service Unavailable",
                          "server full");
     }
-    if (self->per_peer && (size_t) (uintptr_t) zhashx_lookup (self->per_peer, peer)
-                          >= self->config->max_connections_per_ip) {
+    size_t from_peer = 0;
+    if (shared->per_peer) {
+        pthread_mutex_lock (&shared->peers_lock);
+        from_peer = (size_t) (uintptr_t) zhashx_lookup (shared->per_peer, peer);
+        pthread_mutex_unlock (&shared->peers_lock);
+    }
+    if (shared->per_peer && from_peer >= self->config->max_connections_per_ip) {
         log_warn (GW, "refused %s: MAX_CONNECTIONS_PER_IP (%zu) reached", peer,
                   self->config->max_connections_per_ip);
         return s_refuse (self, wsi, S_REJECT_PER_IP, 429, "Too Many Requests",
@@ -830,7 +884,7 @@ static void
 s_established (gateway_t *self, struct lws *wsi, s_session_t *session)
 {
     int64_t now = s_now_us ();
-    session->id = ++self->next_id;
+    session->id = (++self->next_id << S_SHARD_BITS) | self->shard;
     session->opened = now;
     session->last_rx = now;
     session->last_touch = now;
@@ -838,9 +892,13 @@ s_established (gateway_t *self, struct lws *wsi, s_session_t *session)
     s_connmap_put (&self->conns, session->id, wsi);
     session->tokens = (double) self->config->rate_burst;
     session->refilled = now;
-    if (self->per_peer) {
-        size_t count = (size_t) (uintptr_t) zhashx_lookup (self->per_peer, session->peer);
-        zhashx_update (self->per_peer, session->peer, (void *) (uintptr_t) (count + 1));
+    s_shared_t *shared = self->shared;
+    __atomic_add_fetch (&shared->connections, 1, __ATOMIC_RELAXED);
+    if (shared->per_peer) {
+        pthread_mutex_lock (&shared->peers_lock);
+        size_t count = (size_t) (uintptr_t) zhashx_lookup (shared->per_peer, session->peer);
+        zhashx_update (shared->per_peer, session->peer, (void *) (uintptr_t) (count + 1));
+        pthread_mutex_unlock (&shared->peers_lock);
     }
     if (zsock_send (self->router, "s8s", "JOIN", session->id, session->room) == -1
     ||  zsock_send (self->presence, "s8ss", "CONNECT", session->id, session->user, session->room) == -1)
@@ -849,7 +907,7 @@ s_established (gateway_t *self, struct lws *wsi, s_session_t *session)
     lws_get_peer_simple (wsi, peer, sizeof peer);
     log_info (GW, "open conn=%" PRIu64 " user=%s room=%s peer=%s",
               session->id, session->user, session->room, peer);
-    self->metrics.connections++;
+    S_COUNT (self->metrics.connections, 1);
     s_session_schedule (self, wsi, session, now);
     //  Frames sent before the 101 (RFC 6455 4.1 forbids it) are in lws's
     //  buffer already: an unmasked one fails the connection here.
@@ -894,12 +952,16 @@ s_closed (gateway_t *self, struct lws *wsi, s_session_t *session)
     frame_guards_track (&self->guards, fd, FRAME_GUARD_OFF);
     if (session->id) {
         s_connmap_remove (&self->conns, session->id);
-        if (self->per_peer) {
-            size_t count = (size_t) (uintptr_t) zhashx_lookup (self->per_peer, session->peer);
+        s_shared_t *shared = self->shared;
+        __atomic_sub_fetch (&shared->connections, 1, __ATOMIC_RELAXED);
+        if (shared->per_peer) {
+            pthread_mutex_lock (&shared->peers_lock);
+            size_t count = (size_t) (uintptr_t) zhashx_lookup (shared->per_peer, session->peer);
             if (count > 1)
-                zhashx_update (self->per_peer, session->peer, (void *) (uintptr_t) (count - 1));
+                zhashx_update (shared->per_peer, session->peer, (void *) (uintptr_t) (count - 1));
             else
-                zhashx_delete (self->per_peer, session->peer);
+                zhashx_delete (shared->per_peer, session->peer);
+            pthread_mutex_unlock (&shared->peers_lock);
         }
         zsock_send (self->router, "s8s", "LEAVE", session->id, session->room);
         zsock_send (self->presence, "s8", "DISCONNECT", session->id);
@@ -907,7 +969,7 @@ s_closed (gateway_t *self, struct lws *wsi, s_session_t *session)
                   session->id, session->user, session->room, session->peer, session->close_code,
                   session->close_reason ? session->close_reason : "",
                   (double) (s_now_us () - session->opened) / 1e6);
-        self->metrics.closes [s_close_kind (session)]++;
+        S_COUNT (self->metrics.closes [s_close_kind (session)], 1);
         session->id = 0;
     }
     s_queue_clear (&session->out);
@@ -948,9 +1010,9 @@ s_message (gateway_t *self, struct lws *wsi, s_session_t *session, const char *d
     codec_kind_t kind = codec_parse (data, len, session->room, &in);
     size_t olen = 0;
     char id [33];
-    self->metrics.received++;
+    S_COUNT (self->metrics.received, 1);
     if (!s_rate_allows (self, session)) {
-        self->metrics.drops [S_DROP_RATE_LIMITED]++;
+        S_COUNT (self->metrics.drops [S_DROP_RATE_LIMITED], 1);
         //  Over the bucket: the frame is dropped and the client told; one
         //  who keeps going for a whole burst more is closed.
         if (++session->strikes >= self->config->rate_burst) {
@@ -973,13 +1035,13 @@ s_message (gateway_t *self, struct lws *wsi, s_session_t *session, const char *d
             if (payload && zsock_send (self->router, "sss8s", "PUBLISH", session->room, payload,
                                        session->id, in.id ? in.id : id) == -1) {
                 log_error (GW, "conn %" PRIu64 ": router queue full, message refused", session->id);
-                self->metrics.drops [S_DROP_UNAVAILABLE]++;
+                S_COUNT (self->metrics.drops [S_DROP_UNAVAILABLE], 1);
                 s_session_send_text (self, wsi, session,
                                      codec_system_error ("unavailable", in.id ? in.id : id, NULL));
             }
             else
             if (payload)
-                self->metrics.published++;
+                S_COUNT (self->metrics.published, 1);
             free (payload);
             break;
         }
@@ -1017,7 +1079,7 @@ s_receive (gateway_t *self, struct lws *wsi, s_session_t *session, const char *i
 {
     if (session->close_code)
         return 0;                       //  closing: input is discarded
-    self->metrics.received_bytes += len;
+    S_COUNT (self->metrics.received_bytes, len);
     if (lws_frame_is_binary (wsi)) {
         static const char reason [] = "binary frames are not supported";
         lws_close_reason (wsi, LWS_CLOSE_STATUS_UNACCEPTABLE_OPCODE,
@@ -1100,8 +1162,8 @@ s_writeable (gateway_t *self, struct lws *wsi, s_session_t *session)
         s_frame_unref (frame);
         if (n < (int) len)
             return -1;
-        self->metrics.deliveries++;
-        self->metrics.sent_bytes += len;
+        S_COUNT (self->metrics.deliveries, 1);
+        S_COUNT (self->metrics.sent_bytes, len);
         if (ts > 0) {
             if (now == 0)
                 now = codec_now ();
@@ -1183,7 +1245,7 @@ s_refused (gateway_t *self, zmsg_t *msg)
     char *conn = zmsg_popstr (msg);
     char *ref = zmsg_popstr (msg);
     assert (conn && ref);
-    self->metrics.drops [S_DROP_UNAVAILABLE]++;
+    S_COUNT (self->metrics.drops [S_DROP_UNAVAILABLE], 1);
     rtws_conn_id_t id = strtoull (conn, NULL, 10);
     struct lws *wsi = id ? s_connmap_get (&self->conns, id) : NULL;
     if (wsi)
@@ -1490,7 +1552,8 @@ s_unready (gateway_t *self)
         return "draining";
     if (self->redis && !(self->stats.bridge_heard && self->stats.connected))
         return "redis disconnected";
-    if (self->conns.count >= self->config->max_connections)
+    if (__atomic_load_n (&self->shared->connections, __ATOMIC_RELAXED)
+        >= self->config->max_connections)
         return "full";
     return NULL;
 }
@@ -1499,9 +1562,31 @@ s_unready (gateway_t *self)
 static void
 s_metrics_render (gateway_t *self, s_text_t *text)
 {
-    const s_metrics_t *m = &self->metrics;
-    s_metric (text, "rtws_connections", "gauge",
-              "Open WebSocket connections.", self->conns.count);
+    //  Every shard's counters, summed.
+    s_metrics_t sum;
+    memset (&sum, 0, sizeof sum);
+    for (size_t k = 0; k < self->shared->count; k++) {
+        const s_metrics_t *one = &self->shared->shards [k]->metrics;
+        sum.connections += S_READ (one->connections);
+        sum.received += S_READ (one->received);
+        sum.received_bytes += S_READ (one->received_bytes);
+        sum.published += S_READ (one->published);
+        sum.deliveries += S_READ (one->deliveries);
+        sum.sent_bytes += S_READ (one->sent_bytes);
+        for (size_t i = 0; i < S_REJECTS; i++)
+            sum.rejections [i] += S_READ (one->rejections [i]);
+        for (size_t i = 0; i < S_DROPS; i++)
+            sum.drops [i] += S_READ (one->drops [i]);
+        for (size_t i = 0; i < S_CLOSE_KINDS; i++)
+            sum.closes [i] += S_READ (one->closes [i]);
+        for (size_t i = 0; i <= S_LATENCY_BOUNDS; i++)
+            sum.latency [i] += S_READ (one->latency [i]);
+        sum.latency_sum_ns += S_READ (one->latency_sum_ns);
+        sum.latency_count += S_READ (one->latency_count);
+    }
+    const s_metrics_t *m = &sum;
+    s_metric (text, "rtws_connections", "gauge", "Open WebSocket connections.",
+              __atomic_load_n (&self->shared->connections, __ATOMIC_RELAXED));
     s_metric (text, "rtws_connections_total", "counter",
               "WebSocket connections upgraded since start.", m->connections);
     s_metric_head (text, "rtws_handshake_rejections_total", "counter",
@@ -1546,7 +1631,7 @@ s_metrics_render (gateway_t *self, s_text_t *text)
     s_text_add (text, "rtws_delivery_latency_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n"
                 "rtws_delivery_latency_seconds_sum %.9f\n"
                 "rtws_delivery_latency_seconds_count %" PRIu64 "\n",
-                cumulative, m->latency_sum, m->latency_count);
+                cumulative, (double) m->latency_sum_ns / 1e9, m->latency_count);
     s_metric (text, "rtws_draining", "gauge",
               "1 from DRAIN (SIGTERM) until exit.", self->draining || self->stopping);
     s_metric (text, "rtws_start_time_seconds", "gauge",
@@ -1702,6 +1787,54 @@ s_lws_log (int level, const char *line)
               "lws", "%.*s", (int) len, line);
 }
 
+//  --------------------------------------------------------------------------
+//  The listening socket (service thread)
+
+//  lws 4.1 as Debian builds it (LWS_MAX_SMP 1) runs one service thread per
+//  context and never shares a listening port between contexts. So the
+//  actor opens the listening sockets itself - one per shard, joined by
+//  SO_REUSEPORT when there are several, so that the kernel spreads new
+//  connections over the shards - and each shard watches its own as a raw
+//  file descriptor in its lws loop, accepting and handing each connection
+//  to its public vhost (lws_adopt_socket_vhost), the path lws's own
+//  listener takes.
+static int
+s_listen_callback (struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                   size_t len)
+{
+    (void) user;
+    (void) in;
+    (void) len;
+    gateway_t *self = (gateway_t *) lws_context_user (lws_get_context (wsi));
+    if (reason != LWS_CALLBACK_RAW_RX_FILE || !self)
+        return 0;
+    int listen_fd = lws_get_socket_fd (wsi);
+    for (int i = 0; i < S_ACCEPT_BATCH; i++) {
+        int fd = accept4 (listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+            //  On failure lws closes fd.
+            if (!lws_adopt_socket_vhost (self->vhost, fd))
+                log_warn (GW, "could not take a new connection (lws refused it)");
+            continue;
+        }
+        if (errno == EINTR || errno == ECONNABORTED)
+            continue;
+        if ((errno == EMFILE || errno == ENFILE) && self->spare_fd >= 0) {
+            //  Out of fds: the connection would stay in the backlog and
+            //  wake us again at once. Take it with the spare fd and close
+            //  it, so the client learns now and the loop does not spin.
+            close (self->spare_fd);
+            fd = accept4 (listen_fd, NULL, NULL, SOCK_CLOEXEC);
+            if (fd >= 0)
+                close (fd);
+            self->spare_fd = open ("/dev/null", O_RDONLY | O_CLOEXEC);
+            log_warn (GW, "out of file descriptors: a new connection was closed");
+        }
+        break;                  //  EAGAIN: the backlog is empty
+    }
+    return 0;
+}
+
 static const struct lws_protocols s_protocols [] = {
     //  rx_buffer_size: lws gives each connection a receive buffer of this
     //  size (4 KiB by default); client frames are small, and a longer one
@@ -1713,6 +1846,12 @@ static const struct lws_protocols s_protocols [] = {
 
 static const struct lws_protocols s_admin_protocols [] = {
     { "rtws-admin", s_admin_callback, sizeof (s_admin_session_t), 0, 0, NULL, 0 },
+    { NULL, NULL, 0, 0, 0, NULL, 0 }
+};
+
+//  Its own vhost, so that no client can ask for it as a subprotocol.
+static const struct lws_protocols s_listener_protocols [] = {
+    { "rtws-listen", s_listen_callback, 0, 0, 0, NULL, 0 },
     { NULL, NULL, 0, 0, 0, NULL, 0 }
 };
 
@@ -1729,38 +1868,89 @@ static const struct lws_extension s_extensions [] = {
     { NULL, NULL, NULL }
 };
 
+//  Opens one listening socket on host:port (port 0: any free one),
+//  non-blocking. shared: joins a SO_REUSEPORT group. Returns the fd, or -1
+//  with errno and a log line.
+static int
+s_listen_open (const char *host, int port, bool shared)
+{
+    struct addrinfo hints, *found = NULL;
+    memset (&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    char service [16];
+    snprintf (service, sizeof service, "%d", port);
+    int rc = getaddrinfo (host && *host ? host : NULL, service, &hints, &found);
+    if (rc != 0 || !found) {
+        log_error (GW, "cannot listen on %s:%d: %s", host, port, gai_strerror (rc));
+        errno = EINVAL;
+        return -1;
+    }
+    int fd = socket (found->ai_family, found->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                     found->ai_protocol);
+    int on = 1;
+    int saved = 0;
+    if (fd < 0
+    ||  setsockopt (fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) != 0
+    ||  (shared && setsockopt (fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) != 0)
+    ||  bind (fd, found->ai_addr, found->ai_addrlen) != 0
+    ||  listen (fd, SOMAXCONN) != 0) {
+        saved = errno;
+        log_error (GW, "cannot listen on %s:%d: %s", host, port, strerror (saved));
+        if (fd >= 0)
+            close (fd);
+        fd = -1;
+    }
+    freeaddrinfo (found);
+    if (fd < 0)
+        errno = saved;
+    return fd;
+}
+
+//  The port a listening socket is bound to, or -1.
+static int
+s_listen_port (int fd)
+{
+    struct sockaddr_storage addr;
+    socklen_t len = sizeof addr;
+    if (getsockname (fd, (struct sockaddr *) &addr, &len) != 0)
+        return -1;
+    if (addr.ss_family == AF_INET)
+        return ntohs (((struct sockaddr_in *) &addr)->sin_port);
+    if (addr.ss_family == AF_INET6)
+        return ntohs (((struct sockaddr_in6 *) &addr)->sin6_port);
+    return -1;
+}
+
+static void gateway_destroy (gateway_t **self_p);
+
+//  One shard: its lws context (the admin vhost too, for shard 0), its
+//  sockets to the siblings, and its service thread, watching listen_fd,
+//  which it owns from now on (closed with the context). Returns NULL when
+//  anything failed (listen_fd closed, said why).
 static gateway_t *
-gateway_new (zsock_t *pipe, const rtws_config_t *config)
+gateway_new (const rtws_config_t *config, s_shared_t *shared, size_t shard, int listen_fd)
 {
     gateway_t *self = (gateway_t *) zmalloc (sizeof (gateway_t));
     assert (self);
     self->config = config;
-    self->pipe = pipe;
-    self->port = -1;
+    self->shared = shared;
+    self->shard = shard;
     self->redis = config->redis_url && *config->redis_url;
     self->started = (int64_t) time (NULL);
+    self->spare_fd = open ("/dev/null", O_RDONLY | O_CLOEXEC);
     //  The guard table never outgrows the fds this process may open.
     struct rlimit files;
     size_t fd_limit = getrlimit (RLIMIT_NOFILE, &files) == 0 && files.rlim_cur != RLIM_INFINITY
                     ? (size_t) files.rlim_cur : (size_t) 1 << 20;
     frame_guards_init (&self->guards, fd_limit);
-    if (!gateway_recv_active ())
-        log_warn (GW, "recv(2) is not the gateway's: unmasked client frames are not failed");
 
-    if (config->max_connections_per_ip > 0) {
-        self->per_peer = zhashx_new ();
-        assert (self->per_peer);
-    }
-    self->pull = zsock_new (ZMQ_PULL);
-    assert (self->pull);
-    zsock_set_rcvhwm (self->pull, 100000);
-    int rc = zsock_bind (self->pull, RTWS_EP_GATEWAY);
-    assert (rc == 0);
-    //  A PAIR per actor instance; the name only has to be unique.
+    //  A PAIR per shard; the name only has to be unique.
     char endpoint [64];
     snprintf (endpoint, sizeof endpoint, "inproc://rtws-gateway-%p", (void *) self);
     self->pair_in = zsock_new_pair (NULL);
-    rc = zsock_bind (self->pair_in, "%s", endpoint);
+    int rc = zsock_bind (self->pair_in, "%s", endpoint);
     assert (rc == 0);
     self->pair_out = zsock_new_pair (endpoint);
     assert (self->pair_in && self->pair_out);
@@ -1778,13 +1968,9 @@ gateway_new (zsock_t *pipe, const rtws_config_t *config)
     zsock_set_sndtimeo (self->presence, 0);
     zsock_set_sndtimeo (self->auth, 0);
 
-    int lws_level = LLL_ERR;
-    if (rtws_log_level () >= RTWS_LOG_DEBUG)
-        lws_level |= LLL_WARN;
-    lws_set_log_level (lws_level, s_lws_log);
-
-    //  One context, two vhosts: the context holds what both share (the
-    //  header bounds, the handshake deadline, IPv6), each vhost its port.
+    //  One context per shard: shard 0's also holds the admin vhost. The
+    //  context holds what the vhosts share (the header bounds, the
+    //  handshake deadline, IPv6).
     struct lws_context_creation_info info;
     memset (&info, 0, sizeof info);
     info.user = self;
@@ -1805,12 +1991,13 @@ gateway_new (zsock_t *pipe, const rtws_config_t *config)
     self->context = lws_create_context (&info);
     if (!self->context) {
         log_error (GW, "cannot create the libwebsockets context");
-        return self;
+        close (listen_fd);
+        gateway_destroy (&self);
+        return NULL;
     }
     //  The admin vhost first: once the WebSocket port accepts, so does the
-    //  admin port (a probe or test may ask both at once), and when it
-    //  cannot listen the WebSocket port never opens.
-    if (config->admin_port > 0) {
+    //  admin port (a probe or test may ask both at once).
+    if (shard == 0 && config->admin_port > 0) {
         info.vhost_name = "admin";
         info.port = config->admin_port;
         info.iface = s_iface (config->admin_host);
@@ -1819,38 +2006,52 @@ gateway_new (zsock_t *pipe, const rtws_config_t *config)
         if (!self->admin) {
             log_error (GW, "cannot listen on %s:%d (ADMIN_HOST:ADMIN_PORT)",
                        config->admin_host, config->admin_port);
-            lws_context_destroy (self->context);
-            self->context = NULL;
             self->admin_port = -1;
-            return self;
+            close (listen_fd);
+            return self;        //  the owner reads admin_port and gives up
         }
         self->admin_port = lws_get_vhost_listen_port (self->admin);
     }
     info.vhost_name = "public";
-    info.port = config->port;
-    info.iface = s_iface (config->host);
+    info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
+    info.iface = NULL;
     info.protocols = s_protocols;
     if (config->permessage_deflate)
         info.extensions = s_extensions;
     self->vhost = lws_create_vhost (self->context, &info);
-    if (!self->vhost) {
-        log_error (GW, "cannot listen on %s:%d", config->host, config->port);
-        lws_context_destroy (self->context);
-        self->context = NULL;
-        self->admin = NULL;
-        self->admin_port = 0;   //  closed with the context; PORT says why
-        return self;
+    info.vhost_name = "listener";
+    info.port = CONTEXT_PORT_NO_LISTEN;
+    info.protocols = s_listener_protocols;
+    info.extensions = NULL;
+    self->listener = self->vhost ? lws_create_vhost (self->context, &info) : NULL;
+    lws_sock_file_fd_type desc;
+    desc.filefd = listen_fd;
+    if (!self->listener
+    ||  !lws_adopt_descriptor_vhost (self->listener, LWS_ADOPT_RAW_FILE_DESC, desc,
+                                     "rtws-listen", NULL)) {
+        log_error (GW, "cannot watch the listening socket");
+        close (listen_fd);
+        gateway_destroy (&self);
+        return NULL;
     }
-    self->port = lws_get_vhost_listen_port (self->vhost);
     if (pthread_create (&self->service, NULL, s_service_thread, self) != 0) {
-        log_error (GW, "cannot start the lws service thread");
-        lws_context_destroy (self->context);
-        self->context = NULL;
-        self->port = -1;
-        return self;
+        log_error (GW, "cannot start an lws service thread");
+        gateway_destroy (&self);
+        return NULL;
     }
     self->service_started = true;
     return self;
+}
+
+//  Asks a shard's service thread to close every client with 1001 and end;
+//  gateway_destroy waits for it.
+static void
+s_shard_stop (gateway_t *self)
+{
+    if (self->service_started) {
+        zstr_send (self->pair_in, "$TERM");
+        lws_cancel_service (self->context);
+    }
 }
 
 static void
@@ -1861,8 +2062,7 @@ gateway_destroy (gateway_t **self_p)
     if (!self)
         return;
     if (self->service_started) {
-        zstr_send (self->pair_in, "$TERM");
-        lws_cancel_service (self->context);
+        s_shard_stop (self);
         pthread_join (self->service, NULL);
     }
     //  The service thread is gone: nothing else touches the timer list.
@@ -1871,87 +2071,281 @@ gateway_destroy (gateway_t **self_p)
         lws_context_destroy (self->context);
     free (self->conns.slots);
     frame_guards_free (&self->guards);
-    zhashx_destroy (&self->per_peer);
+    if (self->spare_fd >= 0)
+        close (self->spare_fd);
     zsock_destroy (&self->auth);
     zsock_destroy (&self->presence);
     zsock_destroy (&self->router);
     zsock_destroy (&self->pair_out);
     zsock_destroy (&self->pair_in);
+    free (self);
+    *self_p = NULL;
+}
+
+//  --------------------------------------------------------------------------
+//  The actor thread: one owner, GATEWAY_THREADS shards
+
+typedef struct {
+    const rtws_config_t *config;  //  owned by rtwsd.c
+    zsock_t *pipe;              //  our owner
+    zsock_t *pull;              //  DELIVER, REFUSED, STATS from router and bridge
+    s_shared_t shared;          //  the shards' common state and list
+    int port;                   //  bound port, -1 when listening failed
+    int admin_port;             //  shard 0's admin port, 0 = off, -1 = failed
+    bool drain_asked;           //  DRAIN waits for every shard's DRAINED
+    size_t drain_answers;
+    int drain_sum;
+    size_t config_answers;      //  CONFIGURED answers still awaited
+} s_actor_t;
+
+static size_t
+s_threads (const rtws_config_t *config)
+{
+    if (config->gateway_threads > 0)
+        return (size_t) config->gateway_threads;
+    long cores = sysconf (_SC_NPROCESSORS_ONLN);
+    return cores < 1 ? 1 : cores > S_SHARDS_MAX ? S_SHARDS_MAX : (size_t) cores;
+}
+
+static s_actor_t *
+s_actor_new (zsock_t *pipe, const rtws_config_t *config)
+{
+    s_actor_t *self = (s_actor_t *) zmalloc (sizeof (s_actor_t));
+    assert (self);
+    self->config = config;
+    self->pipe = pipe;
+    self->port = -1;
+    pthread_mutex_init (&self->shared.peers_lock, NULL);
+    if (config->max_connections_per_ip > 0) {
+        self->shared.per_peer = zhashx_new ();
+        assert (self->shared.per_peer);
+    }
+    self->pull = zsock_new (ZMQ_PULL);
+    assert (self->pull);
+    zsock_set_rcvhwm (self->pull, 100000);
+    int rc = zsock_bind (self->pull, RTWS_EP_GATEWAY);
+    assert (rc == 0);
+
+    int lws_level = LLL_ERR;
+    if (rtws_log_level () >= RTWS_LOG_DEBUG)
+        lws_level |= LLL_WARN;
+    lws_set_log_level (lws_level, s_lws_log);
+
+    //  Every listening socket before any shard: a port that is taken fails
+    //  the start, and with PORT=0 the first socket picks the port the
+    //  others join. A socket without SO_REUSEPORT is tried first, so that
+    //  a port another process holds (even in a SO_REUSEPORT group of its
+    //  own user) is refused rather than shared.
+    size_t threads = s_threads (config);
+    int fds [S_SHARDS_MAX];
+    size_t opened = 0;
+    int port = config->port;
+    if (threads > 1 && port != 0) {
+        int probe = s_listen_open (config->host, port, false);
+        if (probe < 0)
+            return self;
+        close (probe);
+    }
+    for (opened = 0; opened < threads; opened++) {
+        fds [opened] = s_listen_open (config->host, port, threads > 1);
+        if (fds [opened] < 0)
+            break;
+        port = s_listen_port (fds [opened]);
+    }
+    if (opened < threads || port < 0) {
+        while (opened > 0)
+            close (fds [--opened]);
+        return self;
+    }
+    for (size_t k = 0; k < threads; k++) {
+        gateway_t *shard = gateway_new (config, &self->shared, k, fds [k]);
+        if (shard)
+            self->shared.shards [self->shared.count++] = shard;
+        if (!shard || (k == 0 && shard->admin_port < 0)) {
+            if (k == 0)
+                self->admin_port = shard ? -1 : 0;
+            for (size_t j = k + 1; j < threads; j++)
+                close (fds [j]);
+            return self;        //  PORT says -1, ADMIN_PORT why
+        }
+    }
+    self->port = port;
+    self->admin_port = self->shared.shards [0]->admin_port;
+    log_info (GW, "listening on %s:%d with %zu service thread%s", config->host, port, threads,
+              threads > 1 ? "s" : "");
+    if (!gateway_recv_active ())
+        log_warn (GW, "recv(2) is not the gateway's: unmasked client frames are not failed");
+    return self;
+}
+
+static void
+s_actor_destroy (s_actor_t **self_p)
+{
+    assert (self_p);
+    s_actor_t *self = *self_p;
+    if (!self)
+        return;
+    //  Every shard closes its clients at the same time, then each is joined.
+    for (size_t k = 0; k < self->shared.count; k++)
+        s_shard_stop (self->shared.shards [k]);
+    for (size_t k = 0; k < self->shared.count; k++)
+        gateway_destroy (&self->shared.shards [k]);
+    self->shared.count = 0;
+    zhashx_destroy (&self->shared.per_peer);
+    pthread_mutex_destroy (&self->shared.peers_lock);
     zsock_destroy (&self->pull);
     free (self);
     *self_p = NULL;
 }
 
-//  Moves every message waiting on the PULL to the service thread, then
-//  wakes it once.
+//  Splits a DELIVER by shard: each gets the payload and its own ids.
 static void
-s_forward (gateway_t *self)
+s_split_deliver (s_actor_t *self, zmsg_t **msg_p, bool *woken)
 {
+    zmsg_t *msg = *msg_p;
+    zframe_t *verb = zmsg_pop (msg);
+    zframe_t *payload = zmsg_pop (msg);
+    zframe_t *ids = zmsg_pop (msg);
+    assert (verb && payload && ids);
+    assert (zframe_size (ids) % sizeof (rtws_conn_id_t) == 0);
+    size_t count = zframe_size (ids) / sizeof (rtws_conn_id_t);
+    const rtws_conn_id_t *all = (const rtws_conn_id_t *) zframe_data (ids);
+    size_t per [S_SHARDS_MAX] = { 0 };
+    for (size_t i = 0; i < count; i++) {
+        rtws_conn_id_t id;
+        memcpy (&id, all + i, sizeof id);
+        per [S_SHARD_OF (id)]++;
+    }
+    for (size_t k = 0; k < self->shared.count; k++) {
+        if (!per [k])
+            continue;
+        zframe_t *mine = zframe_new (NULL, per [k] * sizeof (rtws_conn_id_t));
+        unsigned char *out = zframe_data (mine);
+        for (size_t i = 0; i < count; i++) {
+            rtws_conn_id_t id;
+            memcpy (&id, all + i, sizeof id);
+            if (S_SHARD_OF (id) == k) {
+                memcpy (out, &id, sizeof id);
+                out += sizeof id;
+            }
+        }
+        zframe_t *copy = zframe_dup (payload);
+        zmsg_t *part = zmsg_new ();
+        zmsg_addstr (part, "DELIVER");
+        zmsg_append (part, &copy);
+        zmsg_append (part, &mine);
+        zmsg_send (&part, self->shared.shards [k]->pair_in);
+        woken [k] = true;
+    }
+    zframe_destroy (&verb);
+    zframe_destroy (&payload);
+    zframe_destroy (&ids);
+    zmsg_destroy (msg_p);
+}
+
+//  Moves every message waiting on the PULL to the shard it concerns, then
+//  wakes each shard that got one, once. One shard: passed as it is.
+static void
+s_forward (s_actor_t *self)
+{
+    bool woken [S_SHARDS_MAX] = { false };
     int moved = 0;
     while (moved < 4096 && (zsock_events (self->pull) & ZMQ_POLLIN)) {
         zmsg_t *msg = zmsg_recv (self->pull);
         if (!msg)
             break;
-        if (self->service_started)
-            zmsg_send (&msg, self->pair_in);
-        else
-            zmsg_destroy (&msg);
         moved++;
+        if (self->shared.count == 0) {
+            zmsg_destroy (&msg);
+            continue;
+        }
+        size_t shard = 0;
+        zframe_t *verb = zmsg_first (msg);
+        if (self->shared.count > 1 && zframe_streq (verb, "DELIVER")) {
+            s_split_deliver (self, &msg, woken);
+            continue;
+        }
+        if (zframe_streq (verb, "REFUSED")) {
+            //  czmq's "8" picture travels as decimal text.
+            zframe_t *conn = zmsg_next (msg);
+            char *text = conn ? zframe_strdup (conn) : NULL;
+            shard = text ? S_SHARD_OF (strtoull (text, NULL, 10)) : 0;
+            zstr_free (&text);
+            if (shard >= self->shared.count)
+                shard = 0;
+        }
+        //  STATS: shard 0 serves /readyz and /metrics.
+        zmsg_send (&msg, self->shared.shards [shard]->pair_in);
+        woken [shard] = true;
     }
-    if (moved && self->service_started)
-        lws_cancel_service (self->context);
+    for (size_t k = 0; k < self->shared.count; k++)
+        if (woken [k])
+            lws_cancel_service (self->shared.shards [k]->context);
 }
 
-//  DRAIN from the owner: handed to the service thread, which answers
-//  DRAINED when it is over; with no service thread there is nothing to drain.
+//  DRAIN from the owner: handed to every shard, answered with the sum once
+//  every shard said DRAINED; with no shard there is nothing to drain.
 static void
-s_drain_ask (gateway_t *self)
+s_drain_ask (s_actor_t *self)
 {
     if (self->drain_asked)
         return;
-    if (!self->service_started) {
+    if (self->shared.count == 0) {
         zsock_send (self->pipe, "i", 0);
         return;
     }
     self->drain_asked = true;
-    zstr_send (self->pair_in, "DRAIN");
-    lws_cancel_service (self->context);
+    self->drain_answers = 0;
+    self->drain_sum = 0;
+    for (size_t k = 0; k < self->shared.count; k++) {
+        zstr_send (self->shared.shards [k]->pair_in, "DRAIN");
+        lws_cancel_service (self->shared.shards [k]->context);
+    }
 }
 
-//  CONFIG from the owner (SIGHUP): handed to the service thread, which
-//  swaps its pointer and answers CONFIGURED; the owner may free the old
-//  configuration once we answer.
+//  CONFIG from the owner (SIGHUP): handed to every shard, which swaps its
+//  pointer and answers CONFIGURED; the owner may free the old
+//  configuration once all have answered.
 static void
-s_config_ask (gateway_t *self, zmsg_t *msg)
+s_config_ask (s_actor_t *self, zmsg_t *msg)
 {
     const rtws_config_t *config = (const rtws_config_t *) inproc_pop_pointer (msg);
-    if (!self->service_started) {
-        self->config = config;
+    self->config = config;
+    if (self->shared.count == 0) {
         zsock_send (self->pipe, "i", 1);
         return;
     }
-    zmsg_t *forward = zmsg_new ();
-    zmsg_addstr (forward, "CONFIG");
-    zmsg_addmem (forward, &config, sizeof config);
-    zmsg_send (&forward, self->pair_in);
-    lws_cancel_service (self->context);
+    self->config_answers = self->shared.count;
+    for (size_t k = 0; k < self->shared.count; k++) {
+        zmsg_t *forward = zmsg_new ();
+        zmsg_addstr (forward, "CONFIG");
+        zmsg_addmem (forward, &config, sizeof config);
+        zmsg_send (&forward, self->shared.shards [k]->pair_in);
+        lws_cancel_service (self->shared.shards [k]->context);
+    }
 }
 
-//  DRAINED or CONFIGURED from the service thread: the answer to DRAIN or
-//  CONFIG on the pipe.
+//  DRAINED or CONFIGURED from a shard: counted towards the answer on the pipe.
 static void
-s_drained (gateway_t *self)
+s_answer (s_actor_t *self, gateway_t *shard)
 {
     char *verb = NULL;
     int value = 0;
-    if (zsock_recv (self->pair_in, "si", &verb, &value) == 0) {
-        if (verb && streq (verb, "CONFIGURED"))
-            zsock_send (self->pipe, "i", value);
+    if (zsock_recv (shard->pair_in, "si", &verb, &value) == 0) {
+        if (verb && streq (verb, "CONFIGURED")) {
+            if (self->config_answers && --self->config_answers == 0)
+                zsock_send (self->pipe, "i", 1);
+        }
         else {
             assert (verb && streq (verb, "DRAINED"));
-            if (self->drain_asked)
-                zsock_send (self->pipe, "i", value);
-            self->drain_asked = false;
+            if (self->drain_asked) {
+                self->drain_sum = value > INT_MAX - self->drain_sum ? INT_MAX
+                                                                      : self->drain_sum + value;
+                if (++self->drain_answers == self->shared.count) {
+                    zsock_send (self->pipe, "i", self->drain_sum);
+                    self->drain_asked = false;
+                }
+            }
         }
     }
     zstr_free (&verb);
@@ -1961,50 +2355,54 @@ void
 gateway_actor (zsock_t *pipe, void *args)
 {
     const rtws_config_t *config = (const rtws_config_t *) args;
-    gateway_t *self = gateway_new (pipe, config);
-    zpoller_t *poller = zpoller_new (pipe, self->pull, self->pair_in, NULL);
+    s_actor_t *self = s_actor_new (pipe, config);
+    zpoller_t *poller = zpoller_new (pipe, self->pull, NULL);
     assert (poller);
+    for (size_t k = 0; k < self->shared.count; k++)
+        zpoller_add (poller, self->shared.shards [k]->pair_in);
     zpoller_set_nonstop (poller, true);
     zsock_signal (pipe, 0);
 
     while (true) {
         void *which = zpoller_wait (poller, -1);
-        if (which == self->pull)
+        if (which == self->pull) {
             s_forward (self);
-        else
-        if (which == self->pair_in)
-            s_drained (self);
-        else
-        if (which == pipe) {
-            zmsg_t *msg = zmsg_recv (pipe);
-            if (!msg)
-                break;
-            char *command = zmsg_popstr (msg);
-            bool term = command && streq (command, "$TERM");
-            if (command && streq (command, "PORT"))
-                zsock_send (pipe, "i", self->port);
-            else
-            if (command && streq (command, "ADMIN_PORT"))
-                zsock_send (pipe, "i", self->admin_port);
-            else
-            if (command && streq (command, "DRAIN"))
-                s_drain_ask (self);
-            else
-            if (command && streq (command, "CONFIG"))
-                s_config_ask (self, msg);
-            else
-            if (!term) {
-                log_error (GW, "unknown command: %s", command ? command : "(null)");
-                assert (false);
-            }
-            zstr_free (&command);
-            zmsg_destroy (&msg);
-            if (term)
-                break;
+            continue;
         }
+        if (which != pipe) {
+            for (size_t k = 0; k < self->shared.count; k++)
+                if (which == self->shared.shards [k]->pair_in)
+                    s_answer (self, self->shared.shards [k]);
+            continue;
+        }
+        zmsg_t *msg = zmsg_recv (pipe);
+        if (!msg)
+            break;
+        char *command = zmsg_popstr (msg);
+        bool term = command && streq (command, "$TERM");
+        if (command && streq (command, "PORT"))
+            zsock_send (pipe, "i", self->port);
+        else
+        if (command && streq (command, "ADMIN_PORT"))
+            zsock_send (pipe, "i", self->admin_port);
+        else
+        if (command && streq (command, "DRAIN"))
+            s_drain_ask (self);
+        else
+        if (command && streq (command, "CONFIG"))
+            s_config_ask (self, msg);
+        else
+        if (!term) {
+            log_error (GW, "unknown command: %s", command ? command : "(null)");
+            assert (false);
+        }
+        zstr_free (&command);
+        zmsg_destroy (&msg);
+        if (term)
+            break;
     }
     zpoller_destroy (&poller);
-    gateway_destroy (&self);
+    s_actor_destroy (&self);
     OPENSSL_thread_stop ();
 }
 

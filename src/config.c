@@ -150,6 +150,8 @@ static const s_var_t s_vars [] = {
       "expected seconds, 0 (close at once) to 3600" },
     { "LOG_FORMAT", S_FORMAT, S_FIELD (log_format), 0,
       "expected text or json" },
+    { "GATEWAY_THREADS", S_INT0, S_FIELD (gateway_threads), 64,
+      "expected 1..64 WebSocket service threads, or 0 for one per CPU core" },
 };
 #define S_VARS_COUNT (sizeof s_vars / sizeof s_vars [0])
 

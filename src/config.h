@@ -43,6 +43,7 @@ typedef struct {
     int admin_port;             //  ADMIN_PORT, /healthz /readyz /metrics; 0 = off
     int drain_timeout;          //  DRAIN_TIMEOUT, seconds to spread 1001 closes over
     char *log_format;           //  LOG_FORMAT: text|json
+    int gateway_threads;        //  GATEWAY_THREADS, lws service threads; 0 = one per core
 } rtws_config_t;
 
 //  Returns a config holding the defaults of docs/PROTOCOL.md section 1.

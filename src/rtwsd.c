@@ -48,7 +48,7 @@ s_usage (FILE *out)
         "  HEARTBEAT_INTERVAL IDLE_TIMEOUT MAX_MESSAGE_SIZE MAX_QUEUE_BYTES\n"
         "  MAX_QUEUE_MESSAGES RATE_LIMIT RATE_BURST MAX_CONNECTIONS\n"
         "  MAX_CONNECTIONS_PER_IP HANDSHAKE_TIMEOUT ADMIN_HOST ADMIN_PORT\n"
-        "  DRAIN_TIMEOUT LOG_LEVEL LOG_FORMAT PERMESSAGE_DEFLATE\n"
+        "  DRAIN_TIMEOUT LOG_LEVEL LOG_FORMAT PERMESSAGE_DEFLATE GATEWAY_THREADS\n"
         "\n"
         "Options:\n"
         "  -c, --config FILE  read NAME=value lines from FILE\n"
@@ -126,7 +126,8 @@ s_drain (zactor_t *gateway, const rtws_config_t *config)
 //  configuration.
 static const char *s_restart_only [] = {
     "HOST", "PORT", "REDIS_URL", "REDIS_OUTBOX_SIZE", "PRESENCE_TTL", "ADMIN_HOST",
-    "ADMIN_PORT", "HANDSHAKE_TIMEOUT", "MAX_CONNECTIONS_PER_IP", "PERMESSAGE_DEFLATE", NULL
+    "ADMIN_PORT", "HANDSHAKE_TIMEOUT", "MAX_CONNECTIONS_PER_IP", "PERMESSAGE_DEFLATE",
+    "GATEWAY_THREADS", NULL
 };
 
 static bool

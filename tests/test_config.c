@@ -45,6 +45,7 @@ s_render (const rtws_config_t *cfg, const char *name, char *buf, size_t size)
     else if (strcmp (name, "LOG_FORMAT") == 0)      text = cfg->log_format;
     else if (strcmp (name, "ADMIN_PORT") == 0)      number = cfg->admin_port;
     else if (strcmp (name, "DRAIN_TIMEOUT") == 0)   number = cfg->drain_timeout;
+    else if (strcmp (name, "GATEWAY_THREADS") == 0) number = cfg->gateway_threads;
     else if (strcmp (name, "PORT") == 0)            number = cfg->port;
     else if (strcmp (name, "PRESENCE_TTL") == 0)    number = cfg->presence_ttl;
     else if (strcmp (name, "HEARTBEAT_INTERVAL") == 0) number = cfg->heartbeat_interval;
@@ -126,6 +127,7 @@ s_test_defaults (void)
         { "ADMIN_PORT", "9100" },
         { "DRAIN_TIMEOUT", "10" },
         { "LOG_FORMAT", "text" },
+        { "GATEWAY_THREADS", "0" },
     };
     rtws_config_t *cfg = rtws_config_new ();
     s_row (cfg != NULL, "rtws_config_new returns a config", NULL);
@@ -339,6 +341,12 @@ static const set_row_t s_set_rows [] = {
     { "DRAIN_TIMEOUT", OK ("0", "0") },
     { "DRAIN_TIMEOUT", OK ("3600", "3600") },
     { "DRAIN_TIMEOUT", BAD ("3601", "invalid DRAIN_TIMEOUT=\"3601\"") },
+    { "GATEWAY_THREADS", OK ("0", "0") },
+    { "GATEWAY_THREADS", OK ("1", "1") },
+    { "GATEWAY_THREADS", OK ("64", "64") },
+    { "GATEWAY_THREADS", BAD ("65", "invalid GATEWAY_THREADS=\"65\"") },
+    { "GATEWAY_THREADS", BAD ("-1", "invalid GATEWAY_THREADS=\"-1\"") },
+    { "GATEWAY_THREADS", BAD ("two", "invalid GATEWAY_THREADS=\"two\"") },
     { "LOG_FORMAT", OK ("json", "json") },
     { "LOG_FORMAT", OK ("JSON", "json") },
     { "LOG_FORMAT", BAD ("xml", "invalid LOG_FORMAT=\"xml\": expected text or json") },

@@ -1,0 +1,126 @@
+"""GATEWAY_THREADS: several lws service threads share the WebSocket port
+(one listening socket each, SO_REUSEPORT). Connections land on every
+thread, a room spans them, the caps and /metrics count across them, and a
+port another process holds is refused rather than shared."""
+
+import asyncio
+import json
+import re
+import signal
+import socket
+
+from rtws_harness import *
+
+N = 24
+
+
+def shards_of(srv):
+    """Thread index of every connection opened so far (the id's low 6 bits)."""
+    return [int(n) % 64 for n in re.findall(r"open conn=(\d+)", srv.log_text())]
+
+
+async def test_room_spans_threads():
+    with Server({"GATEWAY_THREADS": "2"}) as srv:
+        check("with 2 service threads" in srv.log_text(),
+              "the start-up log names the number of service threads", srv.log_tail(5))
+        clients = [await connect(srv.port, "lobby", token=mint(f"u{i}")) for i in range(N)]
+        shards = shards_of(srv)
+        check(len(shards) == N and set(shards) == {0, 1},
+              "connections are spread over both service threads", repr(shards))
+        await clients[0].send(json.dumps({"type": "chat.message", "text": "to all"}))
+        for i, ws in enumerate(clients):
+            msg = await recv_json(ws, 3, f"the delivery to client {i}")
+            check_eq((msg.get("type"), msg.get("text")), ("chat.delivery", "to all"),
+                     f"client {i} gets the room's message whatever its thread")
+        # Exactly once: nothing more follows a second message's delivery.
+        await clients[1].send(json.dumps({"type": "chat.message", "text": "second"}))
+        for i, ws in enumerate(clients):
+            msg = await recv_json(ws, 3, f"the second delivery to client {i}")
+            check_eq(msg.get("text"), "second", f"client {i} got the first message once")
+        status, _, text = await http_get(srv.admin_port, "/metrics")
+        open_now = re.search(r"^rtws_connections (\d+)", text, re.M)
+        check(open_now and int(open_now.group(1)) == N,
+              "/metrics counts the open connections of every thread",
+              open_now.group(0) if open_now else text[:300])
+        delivered = re.search(r"^rtws_deliveries_total (\d+)", text, re.M)
+        check(delivered and int(delivered.group(1)) >= 2 * N,
+              "/metrics sums the deliveries of every thread",
+              delivered.group(0) if delivered else text[:300])
+        for ws in clients:
+            await ws.close()
+
+
+async def test_caps_span_threads():
+    cap = 10
+    with Server({"GATEWAY_THREADS": "2", "MAX_CONNECTIONS": str(cap)}) as srv:
+        held = [await connect(srv.port, "r1", token=mint(f"c{i}")) for i in range(cap)]
+        check(set(shards_of(srv)) == {0, 1}, "the capped connections sit on both threads",
+              repr(shards_of(srv)))
+        for i in range(4):
+            await expect_rejected(srv.port, "r1", 503,
+                                  f"handshake {i + 1} past MAX_CONNECTIONS on any thread is 503",
+                                  token=mint(f"over{i}"))
+        status, _, body = await http_get(srv.admin_port, "/readyz")
+        check_eq((status, body.strip()), (503, "full"), "/readyz says full across threads")
+        for ws in held:
+            await ws.close()
+    with Server({"GATEWAY_THREADS": "2", "MAX_CONNECTIONS_PER_IP": "6"}) as srv:
+        held = [await connect(srv.port, "r1", token=mint(f"p{i}")) for i in range(6)]
+        await expect_rejected(srv.port, "r1", 429,
+                              "MAX_CONNECTIONS_PER_IP counts one address over every thread",
+                              token=mint("p7"))
+        for ws in held:
+            await ws.close()
+
+
+async def test_drain_all_threads():
+    with Server({"GATEWAY_THREADS": "3", "DRAIN_TIMEOUT": "1"}) as srv:
+        clients = [await connect(srv.port, "r1", token=mint(f"d{i}")) for i in range(12)]
+        check(len(set(shards_of(srv))) >= 2, "connections sit on several threads",
+              repr(shards_of(srv)))
+        srv.send_signal(signal.SIGTERM)
+        for i, ws in enumerate(clients):
+            code, reason, _ = await expect_close(ws, 5)
+            check_eq((code, reason), (1001, "going away"),
+                     f"client {i} is closed 1001 by the drain, whatever its thread")
+        rc = await asyncio.get_running_loop().run_in_executor(None, srv.proc.wait, 10)
+        check_eq(rc, 0, "rtwsd exits 0 once every thread has drained")
+        check(re.search(r"drained 12 connections", srv.log_text()) is not None,
+              "the drain counts the connections of every thread", srv.log_tail(8))
+
+
+async def test_port_held_elsewhere_refused():
+    # A socket in a SO_REUSEPORT group of our own user would let a careless
+    # bind share the port: rtwsd must refuse it instead.
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(8)
+    port = holder.getsockname()[1]
+    try:
+        rc, out, err = run_once({"HOST": "127.0.0.1", "PORT": str(port), "GATEWAY_THREADS": "2",
+                            "ADMIN_PORT": "0", "JWT_SECRET": SECRET})
+        check(rc != 0 and rc is not None, "rtwsd does not start on a port another process holds",
+              f"exit status {rc}")
+        check(re.search(r"cannot listen", out + err) is not None, "it says it cannot listen",
+              (out + err)[-400:])
+    finally:
+        holder.close()
+
+
+async def test_one_thread():
+    with Server({"GATEWAY_THREADS": "1"}) as srv:
+        a = await connect(srv.port, "r1", token=mint("a"))
+        b = await connect(srv.port, "r1", token=mint("b"))
+        check(set(shards_of(srv)) == {0}, "GATEWAY_THREADS=1 serves on one thread",
+              repr(shards_of(srv)))
+        await a.send(json.dumps({"type": "chat.message", "text": "hi"}))
+        msg = await recv_json(b, 3, "the delivery")
+        check_eq(msg.get("text"), "hi", "one thread fans out as before")
+        await a.close()
+        await b.close()
+
+
+if __name__ == "__main__":
+    main([test_room_spans_threads, test_caps_span_threads, test_drain_all_threads,
+          test_port_held_elsewhere_refused, test_one_thread], per_test_timeout=40, watchdog=170)
