@@ -1868,9 +1868,10 @@ static const struct lws_extension s_extensions [] = {
     { NULL, NULL, NULL }
 };
 
-//  Opens one listening socket on host:port (port 0: any free one),
-//  non-blocking. shared: joins a SO_REUSEPORT group. Returns the fd, or -1
-//  with errno and a log line.
+//  Opens one socket bound to host:port (port 0: any free one), not yet
+//  listening (gateway_new listens once the admin port does), non-blocking.
+//  shared: joins a SO_REUSEPORT group. Returns the fd, or -1 with errno and
+//  a log line.
 static int
 s_listen_open (const char *host, int port, bool shared)
 {
@@ -1894,8 +1895,7 @@ s_listen_open (const char *host, int port, bool shared)
     if (fd < 0
     ||  setsockopt (fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) != 0
     ||  (shared && setsockopt (fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) != 0)
-    ||  bind (fd, found->ai_addr, found->ai_addrlen) != 0
-    ||  listen (fd, SOMAXCONN) != 0) {
+    ||  bind (fd, found->ai_addr, found->ai_addrlen) != 0) {
         saved = errno;
         log_error (GW, "cannot listen on %s:%d: %s", host, port, strerror (saved));
         if (fd >= 0)
@@ -1995,8 +1995,7 @@ gateway_new (const rtws_config_t *config, s_shared_t *shared, size_t shard, int 
         gateway_destroy (&self);
         return NULL;
     }
-    //  The admin vhost first: once the WebSocket port accepts, so does the
-    //  admin port (a probe or test may ask both at once).
+    //  The admin vhost first: a probe or test may ask both ports at once.
     if (shard == 0 && config->admin_port > 0) {
         info.vhost_name = "admin";
         info.port = config->admin_port;
@@ -2011,6 +2010,13 @@ gateway_new (const rtws_config_t *config, s_shared_t *shared, size_t shard, int 
             return self;        //  the owner reads admin_port and gives up
         }
         self->admin_port = lws_get_vhost_listen_port (self->admin);
+    }
+    //  Now the WebSocket port: once it accepts, so does the admin port.
+    if (listen (listen_fd, SOMAXCONN) != 0) {
+        log_error (GW, "cannot listen on %s:%d: %s", config->host, config->port, strerror (errno));
+        close (listen_fd);
+        gateway_destroy (&self);
+        return NULL;
     }
     info.vhost_name = "public";
     info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
