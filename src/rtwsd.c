@@ -19,6 +19,7 @@
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
 
 #include "auth.h"
 #include "bridge.h"
@@ -120,6 +121,45 @@ s_drain (zactor_t *gateway, const rtws_config_t *config)
     zsock_set_rcvtimeo (gateway, -1);
 }
 
+//  File descriptors besides the connections: listening and admin sockets,
+//  Redis, zmq's and lws's own wake-up fds, handshakes not yet counted.
+#define S_FD_MARGIN     1024
+
+//  Debian's libwebsockets 4.1.6 is built with its debug checks: whenever a
+//  socket is added or removed it scans a table as long as the open-file
+//  limit (sanity_assert_no_sockfd_traces), so a handshake costs in
+//  proportion to RLIMIT_NOFILE, not to the connections open (244 us of CPU
+//  per handshake at 1,024 against 363 us at 20,000, BENCHMARKS.md). So the
+//  soft limit is set to what MAX_CONNECTIONS needs: raised up to the hard
+//  limit, or lowered when a unit grants far more (LimitNOFILE=1048576).
+//  Returns the limit now in force.
+static size_t
+s_size_fd_limit (size_t max_connections)
+{
+    struct rlimit limit;
+    if (getrlimit (RLIMIT_NOFILE, &limit) != 0)
+        return 0;
+    rlim_t want = (rlim_t) max_connections + S_FD_MARGIN;
+    if (limit.rlim_max != RLIM_INFINITY && want > limit.rlim_max)
+        want = limit.rlim_max;
+    if (want != limit.rlim_cur) {
+        rlim_t was = limit.rlim_cur;
+        limit.rlim_cur = want;
+        if (setrlimit (RLIMIT_NOFILE, &limit) == 0)
+            log_info (MAIN, "open-file limit %llu (was %llu): MAX_CONNECTIONS + %d",
+                      (unsigned long long) want, (unsigned long long) was, S_FD_MARGIN);
+        else
+            limit.rlim_cur = was;
+    }
+    if (limit.rlim_cur < (rlim_t) max_connections + S_FD_MARGIN)
+        log_warn (MAIN, "the open-file limit (%llu, hard %llu) holds about %llu connections, "
+                  "fewer than MAX_CONNECTIONS=%zu", (unsigned long long) limit.rlim_cur,
+                  (unsigned long long) limit.rlim_max,
+                  limit.rlim_cur > S_FD_MARGIN ? (unsigned long long) (limit.rlim_cur - S_FD_MARGIN) : 0ULL,
+                  max_connections);
+    return (size_t) limit.rlim_cur;
+}
+
 //  What SIGHUP cannot change without a restart: listeners, the engine and
 //  values baked into running timers or tables. A change to one of these is
 //  logged and the running value kept, so every actor sees one consistent
@@ -178,6 +218,14 @@ s_reload (const s_args_t *args, rtws_config_t **config_p, zactor_t *actors [])
             continue;
         }
         changes++;
+        if (streq (name, "MAX_CONNECTIONS")) {
+            struct rlimit limit;
+            if (getrlimit (RLIMIT_NOFILE, &limit) == 0
+            &&  fresh->max_connections + S_FD_MARGIN > (size_t) limit.rlim_cur)
+                log_warn (MAIN, "reload: MAX_CONNECTIONS=%zu is past what the open-file limit "
+                          "set at start-up holds (%llu); all of it takes a restart",
+                          fresh->max_connections, (unsigned long long) limit.rlim_cur);
+        }
         if (s_secret_var (name))
             log_info (MAIN, "reload: %s changed", name);
         else
@@ -289,6 +337,8 @@ main (int argc, char *argv [])
         log_warn (MAIN, "JWT_SECRET is the default 'change-me': anyone can mint tokens; set your own");
     if (config->allowed_origins_count == 0)
         log_warn (MAIN, "ALLOWED_ORIGINS is empty: any Origin is accepted");
+    //  Before any actor: lws sizes its tables by the limit at start-up.
+    s_size_fd_limit (config->max_connections);
 
     //  auth first: it is the one actor whose set-up depends on outside
     //  input (the key), and it answers READY 1 only when it accepted it.

@@ -5,6 +5,7 @@ and leave the other clients alone."""
 
 import asyncio
 import json
+import re
 import socket
 import time
 
@@ -259,9 +260,41 @@ async def test_refresh_refused():
                  "after refused refreshes the old expiry still closes the connection")
 
 
+def _open_files_limit(pid):
+    with open(f"/proc/{pid}/limits") as f:
+        for line in f:
+            if line.startswith("Max open files"):
+                soft, hard = line.split()[3:5]
+                return int(soft), (None if hard == "unlimited" else int(hard))
+    return None, None
+
+
+async def test_fd_limit_sized_to_max_connections():
+    """Debian's lws scans a table as long as the open-file limit on every
+    socket change: rtwsd sets its soft limit to MAX_CONNECTIONS + 1024,
+    lowering or raising it (up to the hard limit), and says when the hard
+    limit holds fewer connections than MAX_CONNECTIONS."""
+    for cap in ("100", "3000"):
+        with Server({"MAX_CONNECTIONS": cap}) as srv:
+            soft, hard = _open_files_limit(srv.proc.pid)
+            want = int(cap) + 1024 if hard is None else min(hard, int(cap) + 1024)
+            check_eq(soft, want, f"MAX_CONNECTIONS={cap}: the soft open-file limit is "
+                                 f"MAX_CONNECTIONS + 1024 (hard {hard})")
+            ws = await connect(srv.port, "r1")
+            ok, msg = await ping_ack(ws, "fd-1")
+            check(ok, "the sized server serves", repr(msg))
+            await ws.close()
+    with Server({"MAX_CONNECTIONS": "10000000"}) as srv:
+        soft, hard = _open_files_limit(srv.proc.pid)
+        if hard is not None:
+            check_eq(soft, hard, "a MAX_CONNECTIONS past the hard limit raises the soft limit to it")
+            check(re.search(r"open-file limit .* holds about \d+ connections", srv.log_text()),
+                  "the log says how many connections the limit holds", srv.log_tail(10))
+
+
 if __name__ == "__main__":
     main([test_rate_limited_then_closed, test_rate_limit_refills, test_max_connections,
           test_max_connections_per_ip, test_slowloris_dropped, test_uri_too_long,
           test_slow_consumer_closed, test_token_expiry_closes, test_refresh_extends,
-          test_refresh_refused],
+          test_refresh_refused, test_fd_limit_sized_to_max_connections],
          per_test_timeout=40, watchdog=170)
