@@ -172,8 +172,15 @@ typedef struct {
 } s_queue_t;
 
 //  Per-session data, allocated by lws before FILTER_PROTOCOL_CONNECTION.
-typedef struct {
+typedef struct s_session_t s_session_t;
+struct s_session_t {
     rtws_conn_id_t id;          //  0 until ESTABLISHED
+    struct lws *wsi;            //  ours, from ESTABLISHED
+    s_session_t *wheel_next;    //  the timer wheel slot's list (s_wheel_*)
+    s_session_t *wheel_prev;
+    s_session_t *fire_next;     //  due in this tick
+    int64_t wheel_due;          //  monotonic us this session's timer is due
+    bool in_wheel;
     char room [RTWS_ROOM_MAX + 1];
     char user [RTWS_USER_MAX + 1];
     int64_t exp;                //  token expiry, Unix seconds, 0 = none
@@ -192,7 +199,24 @@ typedef struct {
     int64_t refilled;           //  monotonic us the bucket was last filled
     size_t strikes;             //  frames refused in a row by the rate limit
     char peer [48];             //  client address, counted per address
-} s_session_t;
+};
+
+//  Session deadlines - heartbeat, idle, token expiry, close grace - on one
+//  hashed timer wheel per shard, driven by one lws timer. lws 4.1 keeps
+//  its timers in one sorted list per thread, so a timer per session made
+//  each arming walk every other session's: at 15,000 connections that was
+//  29% of the CPU of connecting (BENCHMARKS.md). Here arming is O(1) and a
+//  tick walks one slot. Deadlines are rounded up to S_WHEEL_TICK_US; one
+//  due beyond a turn of the wheel stays in its slot until its turn comes.
+#define S_WHEEL_TICK_US     (50000LL)
+#define S_WHEEL_SLOTS       1024
+typedef struct {
+    s_session_t *slots [S_WHEEL_SLOTS];
+    int64_t tick;               //  last tick processed
+    size_t count;               //  sessions in the wheel
+    bool armed;                 //  sul is scheduled
+    lws_sorted_usec_list_t sul; //  the one lws timer
+} s_wheel_t;
 
 //  A connection id -> wsi map (open addressing, linear probing).
 typedef struct {
@@ -371,6 +395,7 @@ struct gateway_t {
     size_t drain_closed;        //  connections the drain has closed so far
     bool drain_reported;        //  DRAINED was sent: the drain is over
     lws_sorted_usec_list_t drain_sul;  //  the next batch
+    s_wheel_t wheel;            //  session deadlines
     s_metrics_t metrics;        //  counted here, rendered by /metrics
     s_stats_t stats;            //  cached STATS of router and bridge
     frame_guards_t guards;      //  per fd: the mask check (gateway_recv.c)
@@ -613,6 +638,9 @@ s_latency_observe (s_metrics_t *metrics, double seconds)
 
 //  Asks for a close with code and reason at the next WRITEABLE; a client
 //  that stops reading cannot get one, so it is dropped after a grace time.
+static void s_wheel_put (gateway_t *self, s_session_t *session, int64_t due);
+static void s_wheel_remove (gateway_t *self, s_session_t *session);
+
 static void
 s_session_close (struct lws *wsi, s_session_t *session, int code, const char *reason)
 {
@@ -621,7 +649,9 @@ s_session_close (struct lws *wsi, s_session_t *session, int code, const char *re
     session->close_code = code;
     session->close_reason = reason;
     session->kill_at = s_now_us () + S_CLOSE_GRACE_US;
-    lws_set_timer_usecs (wsi, S_CLOSE_GRACE_US);
+    if (session->id)
+        s_wheel_put ((gateway_t *) lws_context_user (lws_get_context (wsi)), session,
+                     session->kill_at);
     lws_callback_on_writable (wsi);
 }
 
@@ -675,7 +705,8 @@ s_session_schedule (gateway_t *self, struct lws *wsi, s_session_t *session, int6
         if (now + left_us < next)
             next = now + left_us;
     }
-    lws_set_timer_usecs (wsi, next > now ? next - now : 1);
+    (void) wsi;
+    s_wheel_put (self, session, next);
 }
 
 //  --------------------------------------------------------------------------
@@ -884,6 +915,7 @@ static void
 s_established (gateway_t *self, struct lws *wsi, s_session_t *session)
 {
     int64_t now = s_now_us ();
+    session->wsi = wsi;
     session->id = (++self->next_id << S_SHARD_BITS) | self->shard;
     session->opened = now;
     session->last_rx = now;
@@ -950,6 +982,7 @@ s_closed (gateway_t *self, struct lws *wsi, s_session_t *session)
         session->close_reason = "unmasked frame";
     }
     frame_guards_track (&self->guards, fd, FRAME_GUARD_OFF);
+    s_wheel_remove (self, session);
     if (session->id) {
         s_connmap_remove (&self->conns, session->id);
         s_shared_t *shared = self->shared;
@@ -1186,7 +1219,7 @@ s_timer (gateway_t *self, struct lws *wsi, s_session_t *session)
     if (session->close_code) {
         if (now >= session->kill_at)
             return -1;          //  never answered: drop without a close frame
-        lws_set_timer_usecs (wsi, session->kill_at - now);
+        s_wheel_put (self, session, session->kill_at);
         return 0;
     }
     if (now >= session->last_rx + (int64_t) self->config->idle_timeout * 1000000LL) {
@@ -1205,6 +1238,103 @@ s_timer (gateway_t *self, struct lws *wsi, s_session_t *session)
     }
     s_session_schedule (self, wsi, session, now);
     return 0;
+}
+
+//  Takes session out of the wheel, if it is in.
+static void
+s_wheel_remove (gateway_t *self, s_session_t *session)
+{
+    if (!session->in_wheel)
+        return;
+    s_wheel_t *wheel = &self->wheel;
+    if (session->wheel_prev)
+        session->wheel_prev->wheel_next = session->wheel_next;
+    else {
+        //  The head of its slot, which its due time names (s_wheel_put).
+        size_t slot = (size_t) ((session->wheel_due + S_WHEEL_TICK_US - 1) / S_WHEEL_TICK_US
+                                % S_WHEEL_SLOTS);
+        assert (wheel->slots [slot] == session);
+        wheel->slots [slot] = session->wheel_next;
+    }
+    if (session->wheel_next)
+        session->wheel_next->wheel_prev = session->wheel_prev;
+    session->wheel_next = session->wheel_prev = NULL;
+    session->in_wheel = false;
+    wheel->count--;
+}
+
+static void s_wheel_tick (lws_sorted_usec_list_t *sul);
+
+//  (Re)arms session's one timer for the monotonic time due.
+static void
+s_wheel_put (gateway_t *self, s_session_t *session, int64_t due)
+{
+    s_wheel_t *wheel = &self->wheel;
+    s_wheel_remove (self, session);
+    if (!wheel->tick)
+        wheel->tick = s_now_us () / S_WHEEL_TICK_US - 1;
+    int64_t tick = (due + S_WHEEL_TICK_US - 1) / S_WHEEL_TICK_US;
+    if (tick <= wheel->tick) {
+        //  Already due: the next tick takes it. The due time is kept in
+        //  the next tick's range, so that s_wheel_remove finds its slot.
+        tick = wheel->tick + 1;
+        due = tick * S_WHEEL_TICK_US;
+    }
+    size_t slot = (size_t) (tick % S_WHEEL_SLOTS);
+    session->wheel_due = due;
+    session->wheel_prev = NULL;
+    session->wheel_next = wheel->slots [slot];
+    if (session->wheel_next)
+        session->wheel_next->wheel_prev = session;
+    wheel->slots [slot] = session;
+    session->in_wheel = true;
+    wheel->count++;
+    if (!wheel->armed) {
+        wheel->armed = true;
+        lws_sul_schedule (self->context, 0, &wheel->sul, s_wheel_tick, S_WHEEL_TICK_US);
+    }
+}
+
+//  Every tick while sessions wait: the slots of the ticks passed since the
+//  last one, each session due in them fired once (s_timer, which re-arms
+//  it or closes it).
+static void
+s_wheel_tick (lws_sorted_usec_list_t *sul)
+{
+    gateway_t *self = (gateway_t *) ((char *) sul - offsetof (gateway_t, wheel.sul));
+    s_wheel_t *wheel = &self->wheel;
+    wheel->armed = false;
+    int64_t now = s_now_us ();
+    int64_t now_tick = now / S_WHEEL_TICK_US;
+    int64_t ticks = now_tick - wheel->tick;
+    if (ticks > S_WHEEL_SLOTS)
+        ticks = S_WHEEL_SLOTS;  //  a long stall: every slot once
+    s_session_t *fire = NULL;
+    for (int64_t t = now_tick - ticks + 1; t <= now_tick; t++) {
+        s_session_t *session = wheel->slots [t % S_WHEEL_SLOTS];
+        while (session) {
+            s_session_t *next = session->wheel_next;
+            if (session->wheel_due <= now) {
+                s_wheel_remove (self, session);
+                session->fire_next = fire;
+                fire = session;
+            }
+            session = next;
+        }
+    }
+    wheel->tick = now_tick;
+    //  Fired after the walk: s_timer re-arms into the slots just walked.
+    while (fire) {
+        s_session_t *session = fire;
+        fire = session->fire_next;
+        session->fire_next = NULL;
+        if (s_timer (self, session->wsi, session) < 0)
+            lws_set_timeout (session->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+    }
+    if (wheel->count && !wheel->armed) {
+        wheel->armed = true;
+        lws_sul_schedule (self->context, 0, &wheel->sul, s_wheel_tick, S_WHEEL_TICK_US);
+    }
 }
 
 //  --------------------------------------------------------------------------
@@ -1474,8 +1604,6 @@ s_callback (struct lws *wsi, enum lws_callback_reasons reason, void *user, void 
             return s_receive (self, wsi, session, (const char *) in, len);
         case LWS_CALLBACK_SERVER_WRITEABLE:
             return s_writeable (self, wsi, session);
-        case LWS_CALLBACK_TIMER:
-            return s_timer (self, wsi, session);
         case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
             if (session && !session->close_code) {
                 const unsigned char *code = (const unsigned char *) in;
@@ -2073,6 +2201,7 @@ gateway_destroy (gateway_t **self_p)
     }
     //  The service thread is gone: nothing else touches the timer list.
     lws_sul_cancel (&self->drain_sul);
+    lws_sul_cancel (&self->wheel.sul);
     if (self->context)
         lws_context_destroy (self->context);
     free (self->conns.slots);

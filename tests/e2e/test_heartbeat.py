@@ -2,7 +2,10 @@
 behaviour under test here, so these cases wait on the clock on purpose."""
 
 import asyncio
+import json
 import time
+
+import websockets.exceptions
 
 from rtws_harness import *
 
@@ -120,6 +123,57 @@ async def test_idle_timeout_and_activity():
               repr(talker[1]))
 
 
+async def test_many_connections_keep_their_own_deadlines():
+    """Every connection's heartbeat and idle deadline is kept, not only one:
+    300 connections opened over a second (their deadlines spread over the
+    gateway's timer wheel) each get pings about every second, and the ones
+    that stay silent are closed at IDLE_TIMEOUT while the talkers stay."""
+    with Server({"HEARTBEAT_INTERVAL": "1", "IDLE_TIMEOUT": "3", "GATEWAY_THREADS": "2"}) as srv:
+        conns = []
+        for i in range(300):
+            conns.append(await connect(srv.port, f"w{i % 7}", token=mint(f"w{i}")))
+            if i % 30 == 29:
+                await asyncio.sleep(0.1)
+        talkers = conns[:100]
+
+        async def talk(ws, i):
+            for k in range(5):
+                await asyncio.sleep(0.8)
+                await ws.send(json.dumps({"type": "system.ping", "id": f"t{i}-{k}"}))
+
+        async def count_until_closed(ws, seconds):
+            pings, code = 0, None
+            deadline = time.monotonic() + seconds
+            try:
+                while time.monotonic() < deadline:
+                    raw = await asyncio.wait_for(ws.recv(), deadline - time.monotonic())
+                    if '"system.ping"' in raw:
+                        pings += 1
+            except asyncio.TimeoutError:
+                pass
+            except websockets.exceptions.ConnectionClosed as e:
+                code = (e.code, e.reason)
+            return pings, code
+
+        tasks = [asyncio.create_task(talk(ws, i)) for i, ws in enumerate(talkers)]
+        results = await asyncio.gather(*(count_until_closed(ws, 4.6) for ws in conns))
+        for t in tasks:
+            t.cancel()
+        quiet_closed = [r[1] for r in results[100:]]
+        check(all(c == (1000, "idle timeout") for c in quiet_closed),
+              "each of 200 silent connections is closed 1000 idle timeout",
+              repr([c for c in quiet_closed if c != (1000, "idle timeout")][:5]))
+        check(all(r[1] is None for r in results[:100]),
+              "each of 100 talking connections stays open past IDLE_TIMEOUT",
+              repr([r[1] for r in results[:100] if r[1] is not None][:5]))
+        few = [r[0] for r in results[:100] if r[0] < 3]
+        check(not few, "each talking connection got a heartbeat about every second "
+                       "(at least 3 in 4.6 s)", repr(few[:10]))
+        for ws in talkers:
+            await ws.close()
+
+
 if __name__ == "__main__":
-    main([test_server_pings_every_interval, test_idle_timeout_and_activity],
-         per_test_timeout=20, watchdog=50)
+    main([test_server_pings_every_interval, test_idle_timeout_and_activity,
+          test_many_connections_keep_their_own_deadlines],
+         per_test_timeout=30, watchdog=90)
