@@ -396,6 +396,7 @@ struct gateway_t {
     bool drain_reported;        //  DRAINED was sent: the drain is over
     lws_sorted_usec_list_t drain_sul;  //  the next batch
     s_wheel_t wheel;            //  session deadlines
+    unsigned char *merge;       //  LWS_PRE + S_MERGE_MAX: frames merged for one write
     s_metrics_t metrics;        //  counted here, rendered by /metrics
     s_stats_t stats;            //  cached STATS of router and bridge
     frame_guards_t guards;      //  per fd: the mask check (gateway_recv.c)
@@ -412,6 +413,8 @@ struct gateway_t {
 #define S_TOUCH_EVERY_US    (1000000LL)
 //  A drain closes one batch of connections this often.
 #define S_DRAIN_TICK_US     (100000LL)
+//  Largest write that merges several queued frames (s_write_merged).
+#define S_MERGE_MAX         (64 * 1024)
 //  Connections one shard accepts per wake-up before it serves the others.
 #define S_ACCEPT_BATCH      32
 //  Largest admin answer (the metrics text is far smaller: its label sets
@@ -572,6 +575,13 @@ s_queue_pop (s_queue_t *queue)
     queue->count--;
     queue->bytes -= frame->len;
     return frame;
+}
+
+//  The oldest frame, left in the queue; NULL when empty.
+static s_frame_t *
+s_queue_peek (const s_queue_t *queue)
+{
+    return queue->count ? queue->ring [queue->head] : NULL;
 }
 
 static void
@@ -1172,6 +1182,72 @@ s_receive (gateway_t *self, struct lws *wsi, s_session_t *session, const char *i
     return 0;
 }
 
+//  One frame written: the counters and, for a chat.delivery, its latency.
+static void
+s_count_delivery (gateway_t *self, size_t len, double ts, double *now)
+{
+    S_COUNT (self->metrics.deliveries, 1);
+    S_COUNT (self->metrics.sent_bytes, len);
+    if (ts > 0) {
+        if (*now == 0)
+            *now = codec_now ();
+        s_latency_observe (&self->metrics, *now - ts);
+    }
+}
+
+//  Several frames wait for one connection (a busy room, a reader a little
+//  behind): their headers and payloads go out in one write, one send(2)
+//  instead of one each. lws_write's RAW mode sends the bytes as they are,
+//  so the headers are ours: FIN + text, unmasked (a server's), the RFC 6455
+//  length forms. Not with permessage-deflate, whose frames lws compresses.
+//  Returns the frames written, 0 when the first one does not fit (the
+//  caller writes it alone), -1 when the write failed.
+static int
+s_write_merged (gateway_t *self, struct lws *wsi, s_session_t *session, int most, double *now)
+{
+    unsigned char *out = self->merge + LWS_PRE;
+    size_t used = 0;
+    int frames = 0;
+    size_t lens [S_WRITES_PER_ROUND];
+    double stamps [S_WRITES_PER_ROUND];
+    while (frames < most && frames < S_WRITES_PER_ROUND) {
+        s_frame_t *frame = s_queue_peek (&session->out);
+        if (!frame)
+            break;
+        size_t len = frame->len;
+        size_t head = len < 126 ? 2 : len < 65536 ? 4 : 10;
+        if (used + head + len > S_MERGE_MAX)
+            break;
+        out [used++] = 0x81;
+        if (len < 126)
+            out [used++] = (unsigned char) len;
+        else
+        if (len < 65536) {
+            out [used++] = 126;
+            out [used++] = (unsigned char) (len >> 8);
+            out [used++] = (unsigned char) len;
+        }
+        else {
+            out [used++] = 127;
+            for (int shift = 56; shift >= 0; shift -= 8)
+                out [used++] = (unsigned char) ((uint64_t) len >> shift);
+        }
+        memcpy (out + used, frame->buf + LWS_PRE, len);
+        used += len;
+        lens [frames] = len;
+        stamps [frames] = frame->ts;
+        frames++;
+        s_frame_unref (s_queue_pop (&session->out));
+    }
+    if (frames == 0)
+        return 0;
+    if (lws_write (wsi, out, used, LWS_WRITE_RAW) < (int) used)
+        return -1;
+    for (int i = 0; i < frames; i++)
+        s_count_delivery (self, lens [i], stamps [i], now);
+    return frames;
+}
+
 static int
 s_writeable (gateway_t *self, struct lws *wsi, s_session_t *session)
 {
@@ -1185,23 +1261,25 @@ s_writeable (gateway_t *self, struct lws *wsi, s_session_t *session)
     //  frame. lws keeps what the kernel refused and reports the pipe choked
     //  until it is flushed, so no frame is written over a partial one.
     double now = 0;             //  wall clock, read once per round when needed
-    for (int written = 0; written < S_WRITES_PER_ROUND; written++) {
-        s_frame_t *frame = s_queue_pop (&session->out);
-        if (!frame)
-            return 0;
-        size_t len = frame->len;
-        int n = lws_write (wsi, frame->buf + LWS_PRE, len, LWS_WRITE_TEXT);
-        double ts = frame->ts;
-        s_frame_unref (frame);
-        if (n < (int) len)
-            return -1;
-        S_COUNT (self->metrics.deliveries, 1);
-        S_COUNT (self->metrics.sent_bytes, len);
-        if (ts > 0) {
-            if (now == 0)
-                now = codec_now ();
-            s_latency_observe (&self->metrics, now - ts);
+    for (int written = 0; written < S_WRITES_PER_ROUND; ) {
+        int n = 0;
+        if (session->out.count > 1 && !self->config->permessage_deflate)
+            n = s_write_merged (self, wsi, session, S_WRITES_PER_ROUND - written, &now);
+        if (n == 0) {
+            s_frame_t *frame = s_queue_pop (&session->out);
+            if (!frame)
+                return 0;
+            size_t len = frame->len;
+            n = lws_write (wsi, frame->buf + LWS_PRE, len, LWS_WRITE_TEXT);
+            double ts = frame->ts;
+            s_frame_unref (frame);
+            n = n < (int) len ? -1 : 1;
+            if (n == 1)
+                s_count_delivery (self, len, ts, &now);
         }
+        if (n < 0)
+            return -1;
+        written += n;
         //  lws_send_pipe_choked polls the socket: a syscall, worth paying
         //  only when another frame waits.
         if (!session->out.count || lws_send_pipe_choked (wsi))
@@ -2068,6 +2146,8 @@ gateway_new (const rtws_config_t *config, s_shared_t *shared, size_t shard, int 
     self->redis = config->redis_url && *config->redis_url;
     self->started = (int64_t) time (NULL);
     self->spare_fd = open ("/dev/null", O_RDONLY | O_CLOEXEC);
+    self->merge = (unsigned char *) malloc (LWS_PRE + S_MERGE_MAX);
+    assert (self->merge);
     //  The guard table never outgrows the fds this process may open.
     struct rlimit files;
     size_t fd_limit = getrlimit (RLIMIT_NOFILE, &files) == 0 && files.rlim_cur != RLIM_INFINITY
@@ -2205,6 +2285,7 @@ gateway_destroy (gateway_t **self_p)
     if (self->context)
         lws_context_destroy (self->context);
     free (self->conns.slots);
+    free (self->merge);
     frame_guards_free (&self->guards);
     if (self->spare_fd >= 0)
         close (self->spare_fd);

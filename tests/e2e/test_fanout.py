@@ -2,7 +2,9 @@
 sender included, in publish order, and nothing leaks to other rooms
 (docs/PROTOCOL.md sections 2 rule 4 and 3)."""
 
+import asyncio
 import json
+import socket
 import time
 
 from rtws_harness import *
@@ -153,7 +155,47 @@ async def test_room_field_and_text_roundtrip():
             await ws.close()
 
 
+async def test_queued_frames_arrive_intact():
+    """A reader that falls behind gets its queued deliveries written several
+    to a send (the gateway merges them): every frame must still arrive
+    whole, as its own text frame, in order, small and large mixed. The
+    raw client parses each frame header itself."""
+    sizes = [1, 90, 125, 126, 127, 200, 4000, 30000, 65535 - 300, 10, 3, 20000] * 3
+    with Server({"MAX_MESSAGE_SIZE": "65536", "RATE_LIMIT": "0"}) as srv:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", srv.port))
+        r, w = await asyncio.open_connection(sock=sock)
+        slow = RawConn(r, w)
+        await slow.upgrade(srv.port, "q", token=mint("slow"))
+        sender = await connect(srv.port, "q", token=mint("sender"))
+        texts = [f"{i:03d}:" + "x" * max(0, n - 4) for i, n in enumerate(sizes)]
+        for t in texts:
+            await sender.send(json.dumps({"type": "chat.message", "text": t}))
+        for i, t in enumerate(texts):
+            msg = await recv_json(sender, 5, f"the sender's copy {i}")
+            check_eq(msg.get("text"), t, f"the sender gets delivery {i} in order")
+        got = []
+        while len(got) < len(texts):
+            fr = await slow.read_frame(5)
+            if fr is None:
+                break
+            fin, op, payload = fr
+            check(fin and op == 0x1, "each queued delivery is one whole text frame",
+                  f"fin={fin} opcode={op:#x}")
+            msg = json.loads(payload)
+            if msg.get("type") == "system.ping":
+                continue
+            got.append(msg.get("text"))
+        check_eq(len(got), len(texts), "every queued delivery reaches the slow reader")
+        check(got == texts, "the slow reader gets the deliveries intact and in order",
+              repr([i for i, (a, b) in enumerate(zip(got, texts)) if a != b][:5]))
+        slow.close()
+        await sender.close()
+
+
 if __name__ == "__main__":
     main([test_delivery_to_room_only, test_generated_id_is_shared, test_order_and_exactly_once,
-          test_user_id_claims, test_room_field_and_text_roundtrip],
-         per_test_timeout=30, watchdog=58)
+          test_user_id_claims, test_room_field_and_text_roundtrip,
+          test_queued_frames_arrive_intact],
+         per_test_timeout=30, watchdog=90)
