@@ -391,6 +391,8 @@ struct gateway_t {
     rtws_conn_id_t next_id;     //  last connection number handed out
     s_connmap_t conns;          //  live (ESTABLISHED) connections of this shard
     int spare_fd;               //  held open to shed a connection at EMFILE
+    struct lws *listening;      //  the raw wsi watching our listening socket
+    lws_sorted_usec_list_t accept_sul;  //  resumes accepting after a pause
     bool stopping;              //  $TERM seen: refuse, close, then exit
     bool done;                  //  the service loop may end
     bool draining;              //  DRAIN seen: refuse, close in batches
@@ -417,6 +419,8 @@ struct gateway_t {
 #define S_TOUCH_EVERY_US    (1000000LL)
 //  A drain closes one batch of connections this often.
 #define S_DRAIN_TICK_US     (100000LL)
+//  How long a shard stops accepting when it is out of fds and has no spare.
+#define S_ACCEPT_PAUSE_US   (100000LL)
 //  Largest write that merges several queued frames (s_write_merged).
 #define S_MERGE_MAX         (64 * 1024)
 //  Connections one shard accepts per wake-up before it serves the others.
@@ -2008,6 +2012,17 @@ s_lws_log (int level, const char *line)
 //  file descriptor in its lws loop, accepting and handing each connection
 //  to its public vhost (lws_adopt_socket_vhost), the path lws's own
 //  listener takes.
+//  After an accept pause: the spare fd again, and the socket watched again.
+static void
+s_accept_resume (lws_sorted_usec_list_t *sul)
+{
+    gateway_t *self = (gateway_t *) ((char *) sul - offsetof (gateway_t, accept_sul));
+    if (self->spare_fd < 0)
+        self->spare_fd = open ("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (self->listening)
+        lws_rx_flow_control (self->listening, 1);
+}
+
 static int
 s_listen_callback (struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                    size_t len)
@@ -2029,16 +2044,26 @@ s_listen_callback (struct lws *wsi, enum lws_callback_reasons reason, void *user
         }
         if (errno == EINTR || errno == ECONNABORTED)
             continue;
-        if ((errno == EMFILE || errno == ENFILE) && self->spare_fd >= 0) {
+        if (errno == EMFILE || errno == ENFILE) {
             //  Out of fds: the connection would stay in the backlog and
             //  wake us again at once. Take it with the spare fd and close
-            //  it, so the client learns now and the loop does not spin.
-            close (self->spare_fd);
-            fd = accept4 (listen_fd, NULL, NULL, SOCK_CLOEXEC);
-            if (fd >= 0)
-                close (fd);
-            self->spare_fd = open ("/dev/null", O_RDONLY | O_CLOEXEC);
-            log_warn (GW, "out of file descriptors: a new connection was closed");
+            //  it, so the client learns now and the loop does not spin;
+            //  without a spare, stop watching the socket for a while.
+            if (self->spare_fd >= 0) {
+                close (self->spare_fd);
+                fd = accept4 (listen_fd, NULL, NULL, SOCK_CLOEXEC);
+                if (fd >= 0)
+                    close (fd);
+                self->spare_fd = open ("/dev/null", O_RDONLY | O_CLOEXEC);
+                log_warn (GW, "out of file descriptors: a new connection was closed");
+            }
+            if (self->spare_fd < 0) {
+                lws_rx_flow_control (wsi, 0);
+                lws_sul_schedule (self->context, 0, &self->accept_sul, s_accept_resume,
+                                  S_ACCEPT_PAUSE_US);
+                log_warn (GW, "out of file descriptors: not accepting for %d ms",
+                          (int) (S_ACCEPT_PAUSE_US / 1000));
+            }
         }
         break;                  //  EAGAIN: the backlog is empty
     }
@@ -2244,9 +2269,10 @@ gateway_new (const rtws_config_t *config, s_shared_t *shared, size_t shard, int 
     self->listener = self->vhost ? lws_create_vhost (self->context, &info) : NULL;
     lws_sock_file_fd_type desc;
     desc.filefd = listen_fd;
-    if (!self->listener
-    ||  !lws_adopt_descriptor_vhost (self->listener, LWS_ADOPT_RAW_FILE_DESC, desc,
-                                     "rtws-listen", NULL)) {
+    if (self->listener)
+        self->listening = lws_adopt_descriptor_vhost (self->listener, LWS_ADOPT_RAW_FILE_DESC,
+                                                      desc, "rtws-listen", NULL);
+    if (!self->listening) {
         log_error (GW, "cannot watch the listening socket");
         close (listen_fd);
         gateway_destroy (&self);
@@ -2286,6 +2312,7 @@ gateway_destroy (gateway_t **self_p)
     //  The service thread is gone: nothing else touches the timer list.
     lws_sul_cancel (&self->drain_sul);
     lws_sul_cancel (&self->wheel.sul);
+    lws_sul_cancel (&self->accept_sul);
     if (self->context)
         lws_context_destroy (self->context);
     free (self->conns.slots);

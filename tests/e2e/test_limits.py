@@ -5,9 +5,12 @@ and leave the other clients alone."""
 
 import asyncio
 import json
+import os
 import re
 import socket
 import time
+
+import websockets.exceptions
 
 from rtws_harness import *
 
@@ -292,9 +295,44 @@ async def test_fd_limit_sized_to_max_connections():
                   "the log says how many connections the limit holds", srv.log_tail(10))
 
 
+async def test_out_of_file_descriptors():
+    """When the process runs out of file descriptors, a new connection is
+    taken and closed at once (not left to spin the accept loop), the open
+    ones are unaffected, and new ones are served again once fds are free."""
+    import resource
+    with Server({"MAX_CONNECTIONS": "5000", "GATEWAY_THREADS": "1"}) as srv:
+        held = [await connect(srv.port, "fd", token=mint(f"h{i}")) for i in range(20)]
+        used = len(os.listdir(f"/proc/{srv.proc.pid}/fd"))
+        resource.prlimit(srv.proc.pid, resource.RLIMIT_NOFILE, (used + 5, used + 5))
+        more, refused = [], 0
+        for i in range(30):
+            try:
+                more.append(await connect(srv.port, "fd", token=mint(f"m{i}"), open_timeout=2))
+            except (OSError, asyncio.TimeoutError, websockets.exceptions.WebSocketException):
+                refused += 1
+        check(refused > 0, "connections past the fd limit are refused", f"{len(more)} opened")
+        check(re.search(r"out of file descriptors", srv.log_text()) is not None,
+              "the log says the fds ran out", srv.log_tail(5))
+        for i, ws in enumerate(held[:5]):
+            ok, msg = await ping_ack(ws, f"held-{i}", what="an open connection")
+            check(ok, f"open connection {i} is served while fds are short", repr(msg))
+        for ws in held[5:] + more:
+            await ws.close()
+
+        async def accepted():
+            try:
+                return await connect(srv.port, "fd", token=mint("again"), open_timeout=2)
+            except (OSError, asyncio.TimeoutError, websockets.exceptions.WebSocketException):
+                return None
+        ws = await poll_until(accepted, 5.0)
+        check(ws is not None, "new connections are served again once fds are free")
+        check(srv.alive(), "rtwsd stays up")
+
+
 if __name__ == "__main__":
     main([test_rate_limited_then_closed, test_rate_limit_refills, test_max_connections,
           test_max_connections_per_ip, test_slowloris_dropped, test_uri_too_long,
           test_slow_consumer_closed, test_token_expiry_closes, test_refresh_extends,
-          test_refresh_refused, test_fd_limit_sized_to_max_connections],
+          test_refresh_refused, test_fd_limit_sized_to_max_connections,
+          test_out_of_file_descriptors],
          per_test_timeout=40, watchdog=170)
