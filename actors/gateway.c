@@ -58,6 +58,14 @@
         CONNECT conn user room  s8ss
         DISCONNECT conn         s8
         TOUCH conn              s8    client activity, at most 1/s per conn
+    Out, DEALER to RTWS_EP_ROUTER_JOIN (with several service threads only;
+    request/reply, synchronous, in the handshake before the 101):
+        JOIN conn room          s8s   -> JOINED conn (s8); then the JOIN above
+                                      is not sent. A connection's JOIN and
+                                      another's PUBLISH leave from different
+                                      threads, so the 101 waits for JOINED.
+        LEAVE conn room         s8s   the handshake failed after JOINED, or
+                                      JOINED came too late (no answer)
     Out, DEALER to RTWS_EP_AUTH (request/reply, synchronous):
         VERIFY seq token        s8s   -> OK seq user exp | FAIL seq reason 0
 
@@ -135,6 +143,7 @@
 #include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -178,7 +187,9 @@ typedef struct {
 //  Per-session data, allocated by lws before FILTER_PROTOCOL_CONNECTION.
 typedef struct s_session_t s_session_t;
 struct s_session_t {
-    rtws_conn_id_t id;          //  0 until ESTABLISHED
+    rtws_conn_id_t id;          //  0 until the handshake's checks passed
+    bool joined;                //  the router answered JOINED (several threads)
+    bool established;           //  ESTABLISHED came: a live connection
     struct lws *wsi;            //  ours, from ESTABLISHED
     s_session_t *wheel_next;    //  the timer wheel slot's list (s_wheel_*)
     s_session_t *wheel_prev;
@@ -387,6 +398,7 @@ struct gateway_t {
     zsock_t *router;            //  PUSH to RTWS_EP_ROUTER
     zsock_t *presence;          //  PUSH to RTWS_EP_PRESENCE
     zsock_t *auth;              //  DEALER to RTWS_EP_AUTH
+    zsock_t *joins;             //  DEALER to RTWS_EP_ROUTER_JOIN, with several shards
     uint64_t auth_seq;          //  last VERIFY sequence number
     rtws_conn_id_t next_id;     //  last connection number handed out
     s_connmap_t conns;          //  live (ESTABLISHED) connections of this shard
@@ -667,7 +679,7 @@ s_session_close (struct lws *wsi, s_session_t *session, int code, const char *re
     session->close_code = code;
     session->close_reason = reason;
     session->kill_at = s_now_us () + S_CLOSE_GRACE_US;
-    if (session->id)
+    if (session->established)
         s_wheel_put ((gateway_t *) lws_context_user (lws_get_context (wsi)), session,
                      session->kill_at);
     lws_callback_on_writable (wsi);
@@ -841,6 +853,35 @@ s_verify (gateway_t *self, const char *token, char *user, size_t user_size, int6
     }
 }
 
+//  Several service threads: makes the connection a member of its room
+//  before the 101 (see the vocabulary). Returns 0 once the router answered
+//  JOINED, -1 when it did not in time (the JOIN is then undone).
+static int
+s_join_sync (gateway_t *self, s_session_t *session)
+{
+    if (zsock_send (self->joins, "s8s", "JOIN", session->id, session->room) == -1)
+        return -1;
+    int64_t deadline = s_now_us () + S_AUTH_TIMEOUT_MS * 1000LL;
+    while (true) {
+        int64_t left = (deadline - s_now_us ()) / 1000;
+        if (left <= 0)
+            break;
+        zsock_set_rcvtimeo (self->joins, (int) left);
+        char *verb = NULL;
+        uint64_t conn = 0;
+        if (zsock_recv (self->joins, "s8", &verb, &conn) == -1)
+            break;
+        bool mine = verb && streq (verb, "JOINED") && conn == session->id;
+        zstr_free (&verb);
+        if (mine)
+            return 0;
+        //  An answer to an earlier JOIN that timed out: skipped.
+    }
+    //  The router may still take the JOIN: the LEAVE follows it in order.
+    zsock_send (self->joins, "s8s", "LEAVE", session->id, session->room);
+    return -1;
+}
+
 static int
 s_filter (gateway_t *self, struct lws *wsi, s_session_t *session)
 {
@@ -923,6 +964,16 @@ s_filter (gateway_t *self, struct lws *wsi, s_session_t *session)
         return s_refuse (self, wsi, S_REJECT_UNAUTHORIZED, 401, "Unauthorized", "unauthorized");
     }
     snprintf (session->room, sizeof session->room, "%s", room);
+    session->id = (++self->next_id << S_SHARD_BITS) | self->shard;
+    if (self->joins) {
+        if (s_join_sync (self, session) != 0) {
+            log_error (GW, "refused %s room=%s: the router did not answer", peer, room);
+            session->id = 0;
+            return s_refuse (self, wsi, S_REJECT_UNAVAILABLE, 503, "Service Unavailable",
+                             "router unavailable");
+        }
+        session->joined = true;
+    }
     return 0;
 }
 
@@ -934,7 +985,7 @@ s_established (gateway_t *self, struct lws *wsi, s_session_t *session)
 {
     int64_t now = s_now_us ();
     session->wsi = wsi;
-    session->id = (++self->next_id << S_SHARD_BITS) | self->shard;
+    session->established = true;
     session->opened = now;
     session->last_rx = now;
     session->last_touch = now;
@@ -950,7 +1001,8 @@ s_established (gateway_t *self, struct lws *wsi, s_session_t *session)
         zhashx_update (shared->per_peer, session->peer, (void *) (uintptr_t) (count + 1));
         pthread_mutex_unlock (&shared->peers_lock);
     }
-    if (zsock_send (self->router, "s8s", "JOIN", session->id, session->room) == -1
+    if ((!session->joined
+         && zsock_send (self->router, "s8s", "JOIN", session->id, session->room) == -1)
     ||  zsock_send (self->presence, "s8ss", "CONNECT", session->id, session->user, session->room) == -1)
         log_error (GW, "conn %" PRIu64 ": router or presence queue full", session->id);
     char peer [64] = "";
@@ -1001,7 +1053,7 @@ s_closed (gateway_t *self, struct lws *wsi, s_session_t *session)
     }
     frame_guards_track (&self->guards, fd, FRAME_GUARD_OFF);
     s_wheel_remove (self, session);
-    if (session->id) {
+    if (session->established) {
         s_connmap_remove (&self->conns, session->id);
         s_shared_t *shared = self->shared;
         __atomic_sub_fetch (&shared->connections, 1, __ATOMIC_RELAXED);
@@ -1022,6 +1074,8 @@ s_closed (gateway_t *self, struct lws *wsi, s_session_t *session)
                   (double) (s_now_us () - session->opened) / 1e6);
         S_COUNT (self->metrics.closes [s_close_kind (session)], 1);
         session->id = 0;
+        session->joined = false;
+        session->established = false;
     }
     s_queue_clear (&session->out);
     free (session->rx);
@@ -1701,6 +1755,13 @@ s_callback (struct lws *wsi, enum lws_callback_reasons reason, void *user, void 
         case LWS_CALLBACK_CLOSED:
             s_closed (self, wsi, session);
             return 0;
+        case LWS_CALLBACK_WSI_DESTROY:
+            //  JOINED, then the upgrade failed: no CLOSED will come.
+            if (self && session && session->joined && !session->established) {
+                zsock_send (self->joins, "s8s", "LEAVE", session->id, session->room);
+                session->joined = false;
+            }
+            return 0;
         case LWS_CALLBACK_CLOSED_HTTP:
             if (self)
                 frame_guards_track (&self->guards, lws_get_socket_fd (wsi), FRAME_GUARD_OFF);
@@ -2165,7 +2226,8 @@ static void gateway_destroy (gateway_t **self_p);
 //  which it owns from now on (closed with the context). Returns NULL when
 //  anything failed (listen_fd closed, said why).
 static gateway_t *
-gateway_new (const rtws_config_t *config, s_shared_t *shared, size_t shard, int listen_fd)
+gateway_new (const rtws_config_t *config, s_shared_t *shared, size_t shard, size_t threads,
+             int listen_fd)
 {
     gateway_t *self = (gateway_t *) zmalloc (sizeof (gateway_t));
     assert (self);
@@ -2204,6 +2266,11 @@ gateway_new (const rtws_config_t *config, s_shared_t *shared, size_t shard, int 
     zsock_set_sndtimeo (self->router, 0);
     zsock_set_sndtimeo (self->presence, 0);
     zsock_set_sndtimeo (self->auth, 0);
+    if (threads > 1) {
+        self->joins = zsock_new_dealer (RTWS_EP_ROUTER_JOIN);
+        assert (self->joins);
+        zsock_set_sndtimeo (self->joins, 0);
+    }
 
     //  One context per shard: shard 0's also holds the admin vhost. The
     //  context holds what the vhosts share (the header bounds, the
@@ -2321,6 +2388,7 @@ gateway_destroy (gateway_t **self_p)
     if (self->spare_fd >= 0)
         close (self->spare_fd);
     zsock_destroy (&self->auth);
+    zsock_destroy (&self->joins);
     zsock_destroy (&self->presence);
     zsock_destroy (&self->router);
     zsock_destroy (&self->pair_out);
@@ -2405,7 +2473,7 @@ s_actor_new (zsock_t *pipe, const rtws_config_t *config)
         return self;
     }
     for (size_t k = 0; k < threads; k++) {
-        gateway_t *shard = gateway_new (config, &self->shared, k, fds [k]);
+        gateway_t *shard = gateway_new (config, &self->shared, k, threads, fds [k]);
         if (shard)
             self->shared.shards [self->shared.count++] = shard;
         if (!shard || (k == 0 && shard->admin_port < 0)) {
@@ -2781,14 +2849,20 @@ gateway_test (bool verbose)
     config->admin_port = s_test_free_port ();
     free (config->admin_host);
     config->admin_host = strdup ("127.0.0.1");
+    //  Two service threads: the handshake then asks the router to JOIN
+    //  before its 101 (the one-thread path is the end-to-end tests' too).
+    config->gateway_threads = 2;
     if (!verbose)
         rtws_log_set_level (RTWS_LOG_WARN);
 
-    //  The test plays auth (ROUTER) and router/presence (PULL).
+    //  The test plays auth (ROUTER), the router (PULL, and ROUTER for the
+    //  JOIN before the 101) and presence (PULL).
     zsock_t *auth = zsock_new_router (RTWS_EP_AUTH);
     zsock_t *router = zsock_new_pull (RTWS_EP_ROUTER);
+    zsock_t *joins = zsock_new_router (RTWS_EP_ROUTER_JOIN);
     zsock_t *presence = zsock_new_pull (RTWS_EP_PRESENCE);
-    assert (auth && router && presence);
+    assert (auth && router && joins && presence);
+    zsock_set_rcvtimeo (joins, 3000);
     zsock_set_rcvtimeo (auth, 3000);
     zsock_set_rcvtimeo (router, 3000);
     zsock_set_rcvtimeo (presence, 3000);
@@ -2858,21 +2932,41 @@ gateway_test (bool verbose)
     zstr_free (&token);
     zmsg_destroy (&verify);
 
+    //  The JOIN comes before the 101, and the 101 only after JOINED.
+    char *verb2 = NULL, *room = NULL;
+    uint64_t conn = 0;
+    zmsg_t *join = zmsg_recv (joins);
+    zframe_t *joiner = join ? zmsg_pop (join) : NULL;
+    verb2 = join ? zmsg_popstr (join) : NULL;
+    char *conn_text = join ? zmsg_popstr (join) : NULL;
+    room = join ? zmsg_popstr (join) : NULL;
+    conn = conn_text ? strtoull (conn_text, NULL, 10) : 0;
+    if (!verb2 || !streq (verb2, "JOIN") || !room || !streq (room, "lobby") || conn == 0) {
+        printf ("FAIL gateway: no JOIN for the new connection before its 101\n");
+        failures++;
+    }
+    struct pollfd early = { fd, POLLIN, 0 };
+    if (poll (&early, 1, 200) != 0) {
+        printf ("FAIL gateway: the 101 went out before the router answered JOINED\n");
+        failures++;
+    }
+    if (joiner) {
+        zmsg_t *joined = zmsg_new ();
+        zmsg_append (joined, &joiner);
+        zmsg_addstr (joined, "JOINED");
+        zmsg_addstr (joined, conn_text);
+        zmsg_send (&joined, joins);
+    }
+    zstr_free (&conn_text);
+    zmsg_destroy (&join);
+    zstr_free (&verb2);
+    zstr_free (&room);
     char answer [512];
     ssize_t got = read (fd, answer, sizeof answer - 1);
     if (got < 12 || strncmp (answer, "HTTP/1.1 101", 12) != 0) {
         printf ("FAIL gateway: valid token not upgraded\n");
         failures++;
     }
-    char *verb2 = NULL, *room = NULL;
-    uint64_t conn = 0;
-    if (zsock_recv (router, "s8s", &verb2, &conn, &room) != 0
-    ||  !streq (verb2, "JOIN") || !streq (room, "lobby") || conn == 0) {
-        printf ("FAIL gateway: no JOIN for the new connection\n");
-        failures++;
-    }
-    zstr_free (&verb2);
-    zstr_free (&room);
 
     //  DELIVER from the router reaches the client as one text frame.
     zsock_t *deliver = zsock_new_push (RTWS_EP_GATEWAY);
@@ -2974,6 +3068,7 @@ done:
     zactor_destroy (&gateway);
     zsock_destroy (&presence);
     zsock_destroy (&router);
+    zsock_destroy (&joins);
     zsock_destroy (&auth);
     rtws_config_destroy (&config);
     if (verbose)

@@ -14,6 +14,15 @@
                                                       when it cannot take the message
       in  (bridge)   MESSAGE room payload      "sss"  a frame published to room (by any
                                                       node or backend)
+    ROUTER bound at RTWS_EP_ROUTER_JOIN (gateway shards connect DEALER to it)
+      in  (gateway)  JOIN conn room            "s8s"  as on the PULL, and answered:
+      out (gateway)  JOINED conn               "s8"   conn is a member (or was already)
+      in  (gateway)  LEAVE conn room           "s8s"  as on the PULL; no answer (a JOIN
+                                                      whose answer came too late)
+        With several gateway service threads, a connection's JOIN and another
+        connection's PUBLISH travel different pipes: the gateway asks here,
+        and sends the 101 only after JOINED, so that a message published
+        after a client saw its 101 always finds it in the room.
     PUSH connected to RTWS_EP_BRIDGE
       out (bridge)   SUBSCRIBE room            "ss"   first local member joined room
       out (bridge)   UNSUBSCRIBE room          "ss"   last local member left room
@@ -114,6 +123,7 @@ typedef struct {
     const rtws_config_t *config;    //  read-only, outlives the actor
     zsock_t *pipe;                  //  to our owner, not ours to destroy
     zsock_t *inbox;                 //  PULL bound at RTWS_EP_ROUTER
+    zsock_t *joins;                 //  ROUTER bound at RTWS_EP_ROUTER_JOIN
     zsock_t *bridge;                //  PUSH connected to RTWS_EP_BRIDGE
     zsock_t *gateway;               //  PUSH connected to RTWS_EP_GATEWAY
     zpoller_t *poller;              //  pipe and inbox
@@ -243,6 +253,14 @@ s_router_new (zsock_t *pipe, const rtws_config_t *config)
         s_router_destroy (&self);
         return NULL;
     }
+    self->joins = zsock_new (ZMQ_ROUTER);
+    if (!self->joins || zsock_bind (self->joins, RTWS_EP_ROUTER_JOIN) != 0) {
+        log_error ("router", "cannot bind %s: %s", RTWS_EP_ROUTER_JOIN, zmq_strerror (errno));
+        s_router_destroy (&self);
+        return NULL;
+    }
+    //  A JOINED answer to a shard gone away is dropped, not kept.
+    zsock_set_sndtimeo (self->joins, 0);
     self->bridge = inproc_push_new (RTWS_EP_BRIDGE, ROUTER_BRIDGE_HWM, ROUTER_BRIDGE_SNDTIMEO, "router");
     self->gateway = inproc_push_new (RTWS_EP_GATEWAY, ROUTER_GATEWAY_HWM, 0, "router");
     if (!self->bridge || !self->gateway) {
@@ -251,7 +269,7 @@ s_router_new (zsock_t *pipe, const rtws_config_t *config)
         s_router_destroy (&self);
         return NULL;
     }
-    self->poller = zpoller_new (self->pipe, self->inbox, NULL);
+    self->poller = zpoller_new (self->pipe, self->inbox, self->joins, NULL);
     if (!self->poller) {
         log_error ("router", "cannot create a poller");
         s_router_destroy (&self);
@@ -270,6 +288,7 @@ s_router_destroy (router_t **self_p)
         router_t *self = *self_p;
         zpoller_destroy (&self->poller);
         inproc_bound_destroy (&self->inbox, RTWS_EP_ROUTER);
+        inproc_bound_destroy (&self->joins, RTWS_EP_ROUTER_JOIN);
         zsock_destroy (&self->bridge);
         zsock_destroy (&self->gateway);
         zhashx_destroy (&self->rooms);
@@ -497,6 +516,46 @@ s_router_recv_inbox (router_t *self)
     zmsg_destroy (&msg);
 }
 
+//  A JOIN the gateway waits for (several service threads), or the LEAVE
+//  that undoes one answered too late.
+static void
+s_router_recv_joins (router_t *self)
+{
+    zmsg_t *msg = zmsg_recv (self->joins);
+    if (!msg)
+        return;
+    zframe_t *identity = zmsg_pop (msg);
+    zframe_t *verb = zmsg_first (msg);
+    zframe_t *conn = zmsg_next (msg);
+    if (!identity || !verb || !conn) {
+        s_malformed ("JOIN");
+        zframe_destroy (&identity);
+        zmsg_destroy (&msg);
+        return;
+    }
+    if (zframe_streq (verb, "JOIN")) {
+        zframe_t *answer_conn = zframe_dup (conn);
+        s_router_join (self, msg);
+        zmsg_t *answer = zmsg_new ();
+        zmsg_append (answer, &identity);
+        zmsg_addstr (answer, "JOINED");
+        zmsg_append (answer, &answer_conn);
+        if (zmsg_send (&answer, self->joins) != 0)
+            zmsg_destroy (&answer);
+    }
+    else
+    if (zframe_streq (verb, "LEAVE"))
+        s_router_leave (self, msg);
+    else {
+        char *text = zframe_strdup (verb);
+        log_error ("router", "unknown command '%.32s' on the join socket", text);
+        free (text);
+        assert (false);
+    }
+    zframe_destroy (&identity);
+    zmsg_destroy (&msg);
+}
+
 static void
 s_router_recv_pipe (router_t *self)
 {
@@ -559,6 +618,9 @@ router_actor (zsock_t *pipe, void *args)
         else
         if (which == self->inbox)
             s_router_recv_inbox (self);
+        else
+        if (which == self->joins)
+            s_router_recv_joins (self);
         else
         if (zpoller_terminated (self->poller))
             break;              //  Context terminated under us
@@ -839,6 +901,26 @@ router_test (bool verbose)
     s_expect (t, bridge, "LEAVE of A's last member unsubscribes A", "UNSUBSCRIBE", "A", NULL);
     s_probe (t, to_router, bridge, "an emptied room unsubscribes exactly once");
     s_check (t, s_members (router, "A") == 0, "an emptied room has no members");
+
+    //  The JOIN a gateway service thread waits for: answered JOINED once
+    //  the member is in; a LEAVE on the same socket undoes it.
+    zsock_t *joiner = zsock_new_dealer (">" RTWS_EP_ROUTER_JOIN);
+    assert (joiner);
+    zsock_set_rcvtimeo (joiner, TEST_TIMEOUT);
+    zsock_send (joiner, "s8s", "JOIN", (uint64_t) 50, "J");
+    char *joined = NULL;
+    uint64_t joined_conn = 0;
+    bool answered = zsock_recv (joiner, "s8", &joined, &joined_conn) == 0
+                 && streq (joined, "JOINED") && joined_conn == 50;
+    zstr_free (&joined);
+    s_check (t, answered, "a JOIN on the join socket is answered JOINED with its conn");
+    s_expect (t, bridge, "a JOIN on the join socket subscribes its room", "SUBSCRIBE", "J", NULL);
+    s_check (t, s_members (router, "J") == 1, "JOINED means the conn is a member");
+    zsock_send (joiner, "s8s", "LEAVE", (uint64_t) 50, "J");
+    s_expect (t, bridge, "a LEAVE on the join socket removes the member", "UNSUBSCRIBE", "J", NULL);
+    s_check (t, s_members (router, "J") == 0, "no member is left after that LEAVE");
+    zsock_destroy (&joiner);
+
     zsock_send (to_router, "sss", "MESSAGE", "A", "{\"late\":1}");
     zsock_send (to_router, "sss", "MESSAGE", "B", "{\"late\":2}");
     zsock_send (to_router, "s8s", "JOIN", (uint64_t) 7, "A");

@@ -337,8 +337,6 @@ main (int argc, char *argv [])
         log_warn (MAIN, "JWT_SECRET is the default 'change-me': anyone can mint tokens; set your own");
     if (config->allowed_origins_count == 0)
         log_warn (MAIN, "ALLOWED_ORIGINS is empty: any Origin is accepted");
-    //  Before any actor: lws sizes its tables by the limit at start-up.
-    s_size_fd_limit (config->max_connections);
 
     //  auth first: it is the one actor whose set-up depends on outside
     //  input (the key), and it answers READY 1 only when it accepted it.
@@ -353,6 +351,8 @@ main (int argc, char *argv [])
         rtws_config_destroy (&config);
         return 2;
     }
+    //  Before the gateway: lws sizes its tables by the limit at start-up.
+    s_size_fd_limit (config->max_connections);
     //  Then bottom-up, so each actor's siblings are there when clients arrive.
     zactor_t *bridge = zactor_new (bridge_actor, config);
     zactor_t *presence = zactor_new (presence_actor, config);

@@ -108,6 +108,30 @@ async def test_port_held_elsewhere_refused():
         holder.close()
 
 
+async def test_member_before_its_101():
+    """A client's JOIN and another client's PUBLISH leave from different
+    service threads: a message sent after a client saw its 101 must still
+    reach it, every time (the 101 waits for the router's JOINED)."""
+    with Server({"GATEWAY_THREADS": "2", "RATE_LIMIT": "0"}) as srv:
+        talker = await connect(srv.port, "order", token=mint("talker"))
+        missed = []
+        for i in range(300):
+            newcomer = await connect(srv.port, "order", token=mint(f"n{i}"))
+            await talker.send(json.dumps({"type": "chat.message", "text": f"hello-{i}"}))
+            try:
+                msg = await recv_json(newcomer, 3, f"newcomer {i}'s first delivery")
+                if msg.get("text") != f"hello-{i}":
+                    missed.append((i, msg.get("text")))
+            except Failure:
+                missed.append((i, None))
+            await recv_json(talker, 3, f"the talker's copy {i}")
+            await newcomer.close()
+        shards = set(shards_of(srv))
+        check(shards == {0, 1}, "newcomers landed on both threads", repr(shards))
+        check(not missed, "a message sent after a newcomer's 101 always reaches it",
+              f"{len(missed)} of 300 missed: {missed[:5]}")
+
+
 async def test_one_thread():
     with Server({"GATEWAY_THREADS": "1"}) as srv:
         a = await connect(srv.port, "r1", token=mint("a"))
@@ -123,4 +147,4 @@ async def test_one_thread():
 
 if __name__ == "__main__":
     main([test_room_spans_threads, test_caps_span_threads, test_drain_all_threads,
-          test_port_held_elsewhere_refused, test_one_thread], per_test_timeout=40, watchdog=170)
+          test_port_held_elsewhere_refused, test_member_before_its_101, test_one_thread], per_test_timeout=40, watchdog=170)
