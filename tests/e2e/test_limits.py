@@ -176,8 +176,19 @@ async def test_slow_consumer_closed():
             except websockets.exceptions.ConnectionClosed:
                 pass
 
+        async def slow_once_cut_off():
+            # The contract gives a cut-off client 2 s to take its close
+            # frame: it starts reading as soon as /metrics counts the cut.
+            while True:
+                _, _, text = await http_get(srv.admin_port, "/metrics")
+                m = re.search(r'^rtws_drops_total\{reason="slow_consumer"\} (\d+)', text, re.M)
+                if m and int(m.group(1)) > 0:
+                    return await slow.read_close(20.0)
+                await asyncio.sleep(0.05)   # polling the server's counter
+
         drainer = asyncio.create_task(drain_sender())
         reader = asyncio.create_task(read_fast())
+        slow_reader = asyncio.create_task(slow_once_cut_off())
         # The room is busy but paced so that a reading client keeps up: at
         # most 20 messages ahead of the fast reader.
         for i in range(n):
@@ -188,8 +199,8 @@ async def test_slow_consumer_closed():
         await asyncio.wait_for(reader, 20.0)
         check_eq(received, n, "a reading client gets every message while another "
                               "one stalls")
-        # Now the slow client reads: after what was buffered comes a 1008 close.
-        code, reason, frames = await slow.read_close(20.0)
+        # The slow client, cut off, read what was buffered, then a 1008 close.
+        code, reason, frames = await asyncio.wait_for(slow_reader, 30.0)
         check_eq((code, reason), (1008, "slow consumer"),
                  "a client over its unsent-output bound is closed 1008 'slow consumer'")
         check(len(frames) < n, "the slow client was cut off rather than sent everything",
