@@ -756,8 +756,6 @@ typedef struct {
 static void
 s_check (test_t *t, bool ok, const char *behaviour)
 {
-    if (getenv ("RTWS_TRACE"))
-        fprintf (stderr, "TRACE %lld check %s: %s\n", (long long) zclock_mono (), ok ? "ok" : "FAIL", behaviour);
     if (!ok) {
         t->failures++;
         fprintf (stderr, "bridge_test: FAIL: %s\n", behaviour);
@@ -781,8 +779,6 @@ s_expect (test_t *t, zsock_t *router, const char *behaviour,
         got_payload = zmsg_popstr (msg);
         ok = streq (verb, "MESSAGE") && streq (got_room, room) && streq (got_payload, payload);
     }
-    if (getenv ("RTWS_TRACE"))
-        fprintf (stderr, "TRACE %lld TEST recv %s %s %s\n", (long long) zclock_mono (), verb ? verb : "-", got_room ? got_room : "-", got_payload ? got_payload : "-");
     if (!ok)
         fprintf (stderr, "bridge_test: got %s %s %.40s, want MESSAGE %s %.40s\n",
                  verb ? verb : msg ? "a malformed message" : "nothing (timeout)",
@@ -1272,8 +1268,6 @@ s_redis_start (test_redis_t *redis, zpoller_t *idle)
     if (pid < 0)
         return false;
     redis->pid = pid;
-    if (getenv ("RTWS_TRACE"))
-        fprintf (stderr, "TRACE %lld TEST start redis %d port %d\n", (long long) zclock_mono (), (int) pid, redis->port);
     int64_t deadline = zclock_mono () + 5000;
     while (zclock_mono () < deadline) {
         if (waitpid (pid, NULL, WNOHANG) == pid) {
@@ -1298,8 +1292,6 @@ s_redis_start (test_redis_t *redis, zpoller_t *idle)
 static void
 s_redis_kill (test_redis_t *redis)
 {
-    if (getenv ("RTWS_TRACE"))
-        fprintf (stderr, "TRACE %lld TEST kill redis %d port %d\n", (long long) zclock_mono (), (int) redis->pid, redis->port);
     if (redis->pid > 0) {
         kill (redis->pid, SIGKILL);     //  works on a stopped process too
         waitpid (redis->pid, NULL, 0);

@@ -125,7 +125,6 @@
 #include "codec.h"
 #include "log.h"
 #include "rtws.h"
-#define TRACE(...) do { if (getenv ("RTWS_TRACE")) { fprintf (stderr, "TRACE %lld ", (long long) zclock_mono ()); fprintf (stderr, __VA_ARGS__); fputc (10, stderr); } } while (0)
 
 //  Backoff between connection attempts, ms: doubles from MIN up to MAX.
 #define REDIS_BACKOFF_MIN       1000
@@ -548,7 +547,6 @@ s_flush (redis_t *self)
         }
         zlistx_detach (self->outbox, NULL);
         self->pubs_inflight++;
-        TRACE ("pub-send %s %.*s", pub->channel, (int) zframe_size (pub->payload), (char *) zframe_data (pub->payload));
     }
 }
 
@@ -581,10 +579,8 @@ s_cmd_reply (redisAsyncContext *ac, void *reply, void *privdata)
             log_warn ("bridge", "unexpected reply type %d to a %s (%" PRIu64 " similar not logged)",
                       r->type, cmd->pub ? "PUBLISH" : "presence script", held);
     }
-    if (cmd->pub) {
+    if (cmd->pub)
         self->pubs_inflight--;
-        TRACE ("pub-reply %s %.*s type %d", cmd->pub->channel, (int) zframe_size (cmd->pub->payload), (char *) zframe_data (cmd->pub->payload), r->type);
-    }
     else {
         pair_t *pair = cmd->pair;
         pair->inflight = false;
@@ -685,7 +681,6 @@ s_on_message (redis_t *self, redisReply *channel, redisReply *payload)
                       channel->str, payload->len, self->non_json, held);
         return;
     }
-    TRACE ("deliver %s %.*s", room, (int) payload->len, payload->str);
     zframe_t *frame = zframe_new (payload->str, payload->len);
     bridge_deliver (self->bridge, room, &frame);
 }
@@ -702,8 +697,6 @@ s_sub_reply (redisAsyncContext *ac, void *reply, void *privdata)
     redisReply *r = (redisReply *) reply;
     const char *kind = r->type == REDIS_REPLY_ARRAY && r->elements == 3
                     && r->element [0]->type == REDIS_REPLY_STRING ? r->element [0]->str : "";
-    if (r->type == REDIS_REPLY_ARRAY && r->elements >= 2 && r->element [1]->type == REDIS_REPLY_STRING)
-        TRACE ("sub-reply %s %s", kind, r->element [1]->str);
     if (streq (kind, "message"))
         s_on_message (self, r->element [1], r->element [2]);
     else
@@ -743,7 +736,6 @@ s_link_ready (link_t *link)
     redis_t *self = link->engine;
     link->state = LINK_READY;
     link->backoff = REDIS_BACKOFF_MIN;
-    TRACE ("ready %s fd %d", link->role, link->ac ? link->ac->c.fd : -1);
     log_info ("bridge", "redis %s link ready (%s)", link->role, self->where);
     if (link == &self->sub) {
         for (void *item = zhashx_first (self->rooms); item; item = zhashx_next (self->rooms)) {
@@ -852,7 +844,6 @@ s_link_lost (link_t *link)
         while ((cmd = (cmd_t *) zlistx_last (self->inflight))) {
             zlistx_detach_cur (self->inflight);
             if (cmd->pub) {
-                TRACE ("requeue %s %.*s", cmd->pub->channel, (int) zframe_size (cmd->pub->payload), (char *) zframe_data (cmd->pub->payload));
                 zlistx_add_start (self->outbox, cmd->pub);
                 cmd->pub = NULL;
                 self->pubs_inflight--;
@@ -868,7 +859,6 @@ s_link_lost (link_t *link)
         assert (self->pubs_inflight == 0 && self->scripts_inflight == 0);
     }
     const char *reason = link->reason [0] ? link->reason : "connection closed";
-    TRACE ("lost %s ready=%d (%s)", link->role, was_ready, reason);
     if (was_ready)
         log_warn ("bridge", "redis %s link to %s lost (%s); reconnecting in %d ms",
                   link->role, self->where, reason, link->backoff);
