@@ -104,6 +104,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -1196,7 +1197,12 @@ s_free_port (void)
 {
     int port = -1;
     for (int attempt = 0; attempt < 200 && port < 0; attempt++) {
-        int candidate = 20000 + randof (12768);
+        //  Not randof: czmq seeds it from the clock's second, so test
+        //  processes started together would draw the same ports.
+        uint32_t draw = 0;
+        if (getrandom (&draw, sizeof draw, 0) != (ssize_t) sizeof draw)
+            draw = (uint32_t) (zclock_usecs () ^ ((uint64_t) getpid () << 16));
+        int candidate = 20000 + (int) (draw % 12768);
         int fd = socket (AF_INET, SOCK_STREAM, 0);
         if (fd < 0)
             break;
@@ -1227,6 +1233,8 @@ s_client (test_redis_t *redis)
     redisSetTimeout (c, timeout);
     return c;
 }
+
+static void s_redis_kill (test_redis_t *redis);
 
 //  Starts redis-server on redis->port; it dies with this thread (the main
 //  one) even when the test crashes. Waits until it answers PING.
@@ -1276,13 +1284,22 @@ s_redis_start (test_redis_t *redis, zpoller_t *idle)
         }
         redisContext *c = s_client (redis);
         if (c) {
-            redisReply *reply = (redisReply *) redisCommand (c, "PING");
-            bool ok = reply && reply->type == REDIS_REPLY_STATUS && streq (reply->str, "PONG");
+            //  Ours, not another test's on the same port: its process id.
+            redisReply *reply = (redisReply *) redisCommand (c, "INFO server");
+            const char *field = reply && reply->type == REDIS_REPLY_STRING
+                              ? strstr (reply->str, "process_id:") : NULL;
+            long answered = field ? strtol (field + strlen ("process_id:"), NULL, 10) : 0;
             if (reply)
                 freeReplyObject (reply);
             redisFree (c);
-            if (ok)
+            if (answered == (long) pid)
                 return true;
+            if (answered > 0) {
+                fprintf (stderr, "bridge_test: port %d answers redis-server pid %ld, not ours\n",
+                         redis->port, answered);
+                s_redis_kill (redis);
+                return false;
+            }
         }
         s_wait (idle, 20);
     }
@@ -1893,6 +1910,12 @@ s_test_redis (test_t *t, rtws_config_t *config, zsock_t *router, zsock_t *gatewa
         if (!started) {
             printf ("bridge_test: redis-server did not start on port %d\n", redis.port);
             s_stop (&bridge, &to_bridge);
+            s_redis_kill (&redis);
+            //  What that bridge sent the router (its early PUBLISH, had
+            //  Redis come up late) is not the next attempt's.
+            zmsg_t *stale;
+            while ((zsock_events (router) & ZMQ_POLLIN) && (stale = zmsg_recv (router)))
+                zmsg_destroy (&stale);
         }
     }
     if (!started) {
