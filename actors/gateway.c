@@ -91,8 +91,10 @@
     PAIR: "DRAINED" i and "CONFIGURED" 1; the actor thread answers DRAIN
     and CONFIG on the pipe once every shard has.
 
-    Two vhosts in one lws context (LWS_SERVER_OPTION_EXPLICIT_VHOSTS):
-    "public" on HOST:PORT serves /ws/{room} as before; "admin" on
+    Vhosts per shard's context (LWS_SERVER_OPTION_EXPLICIT_VHOSTS):
+    "public" serves /ws/{room} on the connections its listening socket on
+    HOST:PORT accepts ("listener" watches that socket); shard 0 alone has
+    "admin" on
     ADMIN_HOST:ADMIN_PORT (not created when ADMIN_PORT is 0) answers plain
     HTTP GET only: /healthz 200 "ok" whenever the service loop runs;
     /readyz 200 "ready" while the node accepts connections and, with the
@@ -100,12 +102,14 @@
     ("draining", "redis disconnected", "full"); /metrics in the Prometheus
     text format 0.0.4; anything else 404, other methods 405, a WebSocket
     upgrade 404. lws bounds the request line and headers; each answer is
-    built into one buffer of at most S_ADMIN_BODY_MAX bytes. Both vhosts
-    share the one service thread, so an answer on the admin port also
-    proves the WebSocket side is being served.
+    built into one buffer of at most S_ADMIN_BODY_MAX bytes. The admin
+    vhost shares shard 0's service thread, so an answer on the admin port
+    proves that thread serves WebSocket connections too (the others are
+    not probed).
 
-    Metrics are plain integers owned by the service thread, counted where
-    the event happens; the fan-out path pays one increment per frame
+    Metrics are integers with one writer each, their shard's service
+    thread, counted where the event happens (relaxed atomic stores, summed
+    by shard 0 for /metrics); the fan-out path pays one increment per frame
     written, plus one histogram bucket for frames that carry a "ts": the
     accept time of a chat.delivery (wall clock, written last by our
     encoder), parsed once per DELIVER, not per recipient. A "ts" from
@@ -363,8 +367,9 @@ typedef struct gateway_t gateway_t;
 #define S_SHARDS_MAX        (1 << S_SHARD_BITS)
 #define S_SHARD_OF(id)      ((size_t) ((id) & (S_SHARDS_MAX - 1)))
 
-//  What the shards share: written by the actor thread before any shard
-//  runs, then only the atomic count and the mutex-guarded map change.
+//  What the shards share: the list is written by the actor thread before
+//  any service thread starts (s_actor_new), then only the atomic count and
+//  the mutex-guarded map change.
 //  Each shard checks the caps in its handshake and counts in ESTABLISHED,
 //  on its own thread, so the caps may be passed by at most one handshake
 //  per other shard racing in the same instant.
@@ -731,7 +736,12 @@ s_session_schedule (gateway_t *self, struct lws *wsi, s_session_t *session, int6
     if (idle_at < next)
         next = idle_at;
     if (session->exp > 0) {
-        int64_t left_us = (session->exp - (int64_t) time (NULL)) * 1000000LL;
+        //  At most a day ahead: exp is the token's (up to INT64_MAX), and
+        //  s_timer checks it again whenever the session's timer fires.
+        int64_t left = session->exp - (int64_t) time (NULL);
+        if (left > 86400)
+            left = 86400;
+        int64_t left_us = left * 1000000LL;
         if (now + left_us < next)
             next = now + left_us;
     }
@@ -871,14 +881,17 @@ s_join_sync (gateway_t *self, s_session_t *session)
         uint64_t conn = 0;
         if (zsock_recv (self->joins, "s8", &verb, &conn) == -1)
             break;
-        bool mine = verb && streq (verb, "JOINED") && conn == session->id;
+        bool mine = conn == session->id;
+        bool joined = verb && streq (verb, "JOINED");
         zstr_free (&verb);
         if (mine)
-            return 0;
+            return joined ? 0 : -1;     //  REFUSED: not a member, nothing to undo
         //  An answer to an earlier JOIN that timed out: skipped.
     }
     //  The router may still take the JOIN: the LEAVE follows it in order.
-    zsock_send (self->joins, "s8s", "LEAVE", session->id, session->room);
+    if (zsock_send (self->joins, "s8s", "LEAVE", session->id, session->room) == -1)
+        log_error (GW, "conn %" PRIu64 ": the LEAVE undoing a late JOIN could not be queued",
+                   session->id);
     return -1;
 }
 
@@ -1066,7 +1079,8 @@ s_closed (gateway_t *self, struct lws *wsi, s_session_t *session)
                 zhashx_delete (shared->per_peer, session->peer);
             pthread_mutex_unlock (&shared->peers_lock);
         }
-        zsock_send (self->router, "s8s", "LEAVE", session->id, session->room);
+        if (zsock_send (self->router, "s8s", "LEAVE", session->id, session->room) == -1)
+            log_error (GW, "conn %" PRIu64 ": router queue full, its LEAVE is lost", session->id);
         zsock_send (self->presence, "s8", "DISCONNECT", session->id);
         log_info (GW, "close conn=%" PRIu64 " user=%s room=%s peer=%s code=%d reason=\"%s\" duration=%.3fs",
                   session->id, session->user, session->room, session->peer, session->close_code,
@@ -1758,7 +1772,9 @@ s_callback (struct lws *wsi, enum lws_callback_reasons reason, void *user, void 
         case LWS_CALLBACK_WSI_DESTROY:
             //  JOINED, then the upgrade failed: no CLOSED will come.
             if (self && session && session->joined && !session->established) {
-                zsock_send (self->joins, "s8s", "LEAVE", session->id, session->room);
+                if (zsock_send (self->joins, "s8s", "LEAVE", session->id, session->room) == -1)
+                    log_error (GW, "conn %" PRIu64 ": the LEAVE undoing its JOIN could not be queued",
+                               session->id);
                 session->joined = false;
             }
             return 0;
@@ -2253,6 +2269,9 @@ gateway_new (const rtws_config_t *config, s_shared_t *shared, size_t shard, size
     assert (rc == 0);
     self->pair_out = zsock_new_pair (endpoint);
     assert (self->pair_in && self->pair_out);
+    //  As deep as the PULL the actor thread forwards from.
+    zsock_set_sndhwm (self->pair_in, 100000);
+    zsock_set_rcvhwm (self->pair_out, 100000);
 
     //  The service thread never blocks on a sibling: a full queue fails
     //  the send (sndtimeo 0) and the client is told, instead of freezing
@@ -2345,13 +2364,20 @@ gateway_new (const rtws_config_t *config, s_shared_t *shared, size_t shard, size
         gateway_destroy (&self);
         return NULL;
     }
+    return self;
+}
+
+//  Starts a shard's service thread, once every shard is in the shared
+//  list (shard 0's /metrics reads it). Returns 0 or -1.
+static int
+s_shard_start (gateway_t *self)
+{
     if (pthread_create (&self->service, NULL, s_service_thread, self) != 0) {
         log_error (GW, "cannot start an lws service thread");
-        gateway_destroy (&self);
-        return NULL;
+        return -1;
     }
     self->service_started = true;
-    return self;
+    return 0;
 }
 
 //  Asks a shard's service thread to close every client with 1001 and end;
@@ -2484,6 +2510,9 @@ s_actor_new (zsock_t *pipe, const rtws_config_t *config)
             return self;        //  PORT says -1, ADMIN_PORT why
         }
     }
+    for (size_t k = 0; k < threads; k++)
+        if (s_shard_start (self->shared.shards [k]) != 0)
+            return self;        //  PORT says -1; the shards stop with the actor
     self->port = port;
     self->admin_port = self->shared.shards [0]->admin_port;
     log_info (GW, "listening on %s:%d with %zu service thread%s", config->host, port, threads,
@@ -2513,9 +2542,23 @@ s_actor_destroy (s_actor_t **self_p)
     *self_p = NULL;
 }
 
+//  Messages handed to a shard before it is woken: a shard only reads its
+//  PAIR when woken, and a PAIR that fills would block the actor thread.
+#define S_WAKE_EVERY        256
+
+//  One more message is on shard k's PAIR: wake it every S_WAKE_EVERY.
+static void
+s_handed (s_actor_t *self, size_t k, size_t *pending)
+{
+    if (++pending [k] >= S_WAKE_EVERY) {
+        lws_cancel_service (self->shared.shards [k]->context);
+        pending [k] = 0;
+    }
+}
+
 //  Splits a DELIVER by shard: each gets the payload and its own ids.
 static void
-s_split_deliver (s_actor_t *self, zmsg_t **msg_p, bool *woken)
+s_split_deliver (s_actor_t *self, zmsg_t **msg_p, size_t *pending)
 {
     zmsg_t *msg = *msg_p;
     zframe_t *verb = zmsg_pop (msg);
@@ -2550,7 +2593,7 @@ s_split_deliver (s_actor_t *self, zmsg_t **msg_p, bool *woken)
         zmsg_append (part, &copy);
         zmsg_append (part, &mine);
         zmsg_send (&part, self->shared.shards [k]->pair_in);
-        woken [k] = true;
+        s_handed (self, k, pending);
     }
     zframe_destroy (&verb);
     zframe_destroy (&payload);
@@ -2558,12 +2601,13 @@ s_split_deliver (s_actor_t *self, zmsg_t **msg_p, bool *woken)
     zmsg_destroy (msg_p);
 }
 
-//  Moves every message waiting on the PULL to the shard it concerns, then
-//  wakes each shard that got one, once. One shard: passed as it is.
+//  Moves every message waiting on the PULL to the shard it concerns, and
+//  wakes each shard that got some: every S_WAKE_EVERY and at the end. A
+//  DELIVER is split by shard when there are several.
 static void
 s_forward (s_actor_t *self)
 {
-    bool woken [S_SHARDS_MAX] = { false };
+    size_t pending [S_SHARDS_MAX] = { 0 };
     int moved = 0;
     while (moved < 4096 && (zsock_events (self->pull) & ZMQ_POLLIN)) {
         zmsg_t *msg = zmsg_recv (self->pull);
@@ -2577,7 +2621,7 @@ s_forward (s_actor_t *self)
         size_t shard = 0;
         zframe_t *verb = zmsg_first (msg);
         if (self->shared.count > 1 && zframe_streq (verb, "DELIVER")) {
-            s_split_deliver (self, &msg, woken);
+            s_split_deliver (self, &msg, pending);
             continue;
         }
         if (zframe_streq (verb, "REFUSED")) {
@@ -2591,10 +2635,10 @@ s_forward (s_actor_t *self)
         }
         //  STATS: shard 0 serves /readyz and /metrics.
         zmsg_send (&msg, self->shared.shards [shard]->pair_in);
-        woken [shard] = true;
+        s_handed (self, shard, pending);
     }
     for (size_t k = 0; k < self->shared.count; k++)
-        if (woken [k])
+        if (pending [k])
             lws_cancel_service (self->shared.shards [k]->context);
 }
 

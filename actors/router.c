@@ -17,6 +17,8 @@
     ROUTER bound at RTWS_EP_ROUTER_JOIN (gateway shards connect DEALER to it)
       in  (gateway)  JOIN conn room            "s8s"  as on the PULL, and answered:
       out (gateway)  JOINED conn               "s8"   conn is a member (or was already)
+      out (gateway)  REFUSED conn              "s8"   it is not (a bad room name, out of
+                                                      memory): the handshake gets 503
       in  (gateway)  LEAVE conn room           "s8s"  as on the PULL; no answer (a JOIN
                                                       whose answer came too late)
         With several gateway service threads, a connection's JOIN and another
@@ -269,7 +271,10 @@ s_router_new (zsock_t *pipe, const rtws_config_t *config)
         s_router_destroy (&self);
         return NULL;
     }
-    self->poller = zpoller_new (self->pipe, self->inbox, self->joins, NULL);
+    //  joins before inbox: zpoller reports the first ready socket in this
+    //  order, and a handshake waits for its JOIN while PUBLISHes may flood
+    //  the inbox.
+    self->poller = zpoller_new (self->pipe, self->joins, self->inbox, NULL);
     if (!self->poller) {
         log_error ("router", "cannot create a poller");
         s_router_destroy (&self);
@@ -368,26 +373,27 @@ s_router_send_gateway (router_t *self, zmsg_t **msg_p)
 //  --------------------------------------------------------------------------
 //  Sibling messages, in the order they arrive in a connection's life
 
-static void
+//  Returns true when conn is a member of the room afterwards.
+static bool
 s_router_join (router_t *self, zmsg_t *msg)
 {
     rtws_conn_id_t conn;
     char *name;
     if (s_pop_conn_room (msg, &conn, &name)) {
         s_malformed ("JOIN");
-        return;
+        return false;
     }
     if (!s_room_name_ok (name, strlen (name))) {
         log_warn ("router", "JOIN of conn %" PRIu64 " to a room name of %zu bytes: dropped",
                   conn, strlen (name));
         free (name);
-        return;
+        return false;
     }
     room_t *room = (room_t *) zhashx_lookup (self->rooms, name);
     if (room && s_room_has (room, conn)) {
         log_debug ("router", "conn %" PRIu64 " joins %s again: already a member", conn, name);
         free (name);
-        return;
+        return true;
     }
     bool is_new = room == NULL;
     if (is_new)
@@ -397,7 +403,7 @@ s_router_join (router_t *self, zmsg_t *msg)
         if (is_new)
             s_room_destroy (&room);
         free (name);
-        return;
+        return false;
     }
     if (is_new) {
         //  The bridge hears of the room before anything else about it: this
@@ -406,6 +412,7 @@ s_router_join (router_t *self, zmsg_t *msg)
         zhashx_insert (self->rooms, name, room);
     }
     free (name);
+    return true;
 }
 
 static void
@@ -535,10 +542,10 @@ s_router_recv_joins (router_t *self)
     }
     if (zframe_streq (verb, "JOIN")) {
         zframe_t *answer_conn = zframe_dup (conn);
-        s_router_join (self, msg);
+        bool member = s_router_join (self, msg);
         zmsg_t *answer = zmsg_new ();
         zmsg_append (answer, &identity);
-        zmsg_addstr (answer, "JOINED");
+        zmsg_addstr (answer, member ? "JOINED" : "REFUSED");
         zmsg_append (answer, &answer_conn);
         if (zmsg_send (&answer, self->joins) != 0)
             zmsg_destroy (&answer);
@@ -616,11 +623,11 @@ router_actor (zsock_t *pipe, void *args)
         if (which == self->pipe)
             s_router_recv_pipe (self);
         else
-        if (which == self->inbox)
-            s_router_recv_inbox (self);
-        else
         if (which == self->joins)
             s_router_recv_joins (self);
+        else
+        if (which == self->inbox)
+            s_router_recv_inbox (self);
         else
         if (zpoller_terminated (self->poller))
             break;              //  Context terminated under us
@@ -919,6 +926,14 @@ router_test (bool verbose)
     zsock_send (joiner, "s8s", "LEAVE", (uint64_t) 50, "J");
     s_expect (t, bridge, "a LEAVE on the join socket removes the member", "UNSUBSCRIBE", "J", NULL);
     s_check (t, s_members (router, "J") == 0, "no member is left after that LEAVE");
+    char too_long [RTWS_ROOM_MAX + 2];
+    memset (too_long, 'r', sizeof too_long - 1);
+    too_long [sizeof too_long - 1] = 0;
+    zsock_send (joiner, "s8s", "JOIN", (uint64_t) 51, too_long);
+    answered = zsock_recv (joiner, "s8", &joined, &joined_conn) == 0
+            && streq (joined, "REFUSED") && joined_conn == 51;
+    zstr_free (&joined);
+    s_check (t, answered, "a JOIN the router cannot take is answered REFUSED, not JOINED");
     zsock_destroy (&joiner);
 
     zsock_send (to_router, "sss", "MESSAGE", "A", "{\"late\":1}");

@@ -340,10 +340,23 @@ async def test_out_of_file_descriptors():
         check(srv.alive(), "rtwsd stays up")
 
 
+async def test_far_future_exp():
+    """A token whose exp is far in the future (up to 2^62 s) is served like
+    any other: the expiry timer is kept within a day, no overflow."""
+    with Server() as srv:
+        ws = await connect(srv.port, "far", token=mint("far", exp_in=2 ** 62))
+        ok, msg = await ping_ack(ws, "far-1")
+        check(ok, "a connection with a far-future exp is served", repr(msg))
+        await asyncio.sleep(0.3)
+        ok, msg = await ping_ack(ws, "far-2")
+        check(ok, "and stays served", repr(msg))
+        await ws.close()
+
+
 if __name__ == "__main__":
     main([test_rate_limited_then_closed, test_rate_limit_refills, test_max_connections,
           test_max_connections_per_ip, test_slowloris_dropped, test_uri_too_long,
           test_slow_consumer_closed, test_token_expiry_closes, test_refresh_extends,
           test_refresh_refused, test_fd_limit_sized_to_max_connections,
-          test_out_of_file_descriptors],
+          test_out_of_file_descriptors, test_far_future_exp],
          per_test_timeout=40, watchdog=170)
