@@ -312,6 +312,11 @@ class Server:
         if getattr(self, "log_file", None):
             self.log_file.close()
             self.log_file = None
+            # A sanitizer build reports and may go on (UBSan): its report
+            # in the log fails the case that ran this server.
+            found = re.search(r"runtime error:.*|ERROR: (Address|Leak)Sanitizer.*", self.log_text())
+            check(found is None, f"{self.label} ran without a sanitizer report",
+                  found.group(0)[:300] if found else "")
 
     def __enter__(self):
         return self.start()
