@@ -193,6 +193,7 @@ typedef struct s_session_t s_session_t;
 struct s_session_t {
     rtws_conn_id_t id;          //  0 until the handshake's checks passed
     bool joined;                //  the router answered JOINED (several threads)
+    bool counted;               //  holds a place under the caps (s_reserve)
     bool established;           //  ESTABLISHED came: a live connection
     struct lws *wsi;            //  ours, from ESTABLISHED
     s_session_t *wheel_next;    //  the timer wheel slot's list (s_wheel_*)
@@ -863,6 +864,56 @@ s_verify (gateway_t *self, const char *token, char *user, size_t user_size, int6
     }
 }
 
+//  Takes a place under MAX_CONNECTIONS and MAX_CONNECTIONS_PER_IP for a
+//  handshake that passed its checks, before the 101: counted then, not at
+//  ESTABLISHED, so that no other thread's handshake can slip in between a
+//  client's 101 and its count. Returns 0, or the reason it is refused.
+static int
+s_reserve (gateway_t *self, s_session_t *session)
+{
+    s_shared_t *shared = self->shared;
+    size_t open = __atomic_load_n (&shared->connections, __ATOMIC_RELAXED);
+    do {
+        if (open >= self->config->max_connections)
+            return S_REJECT_SERVER_FULL;
+    } while (!__atomic_compare_exchange_n (&shared->connections, &open, open + 1, false,
+                                           __ATOMIC_RELAXED, __ATOMIC_RELAXED));
+    if (shared->per_peer) {
+        pthread_mutex_lock (&shared->peers_lock);
+        size_t count = (size_t) (uintptr_t) zhashx_lookup (shared->per_peer, session->peer);
+        bool full = count >= self->config->max_connections_per_ip;
+        if (!full)
+            zhashx_update (shared->per_peer, session->peer, (void *) (uintptr_t) (count + 1));
+        pthread_mutex_unlock (&shared->peers_lock);
+        if (full) {
+            __atomic_sub_fetch (&shared->connections, 1, __ATOMIC_RELAXED);
+            return S_REJECT_PER_IP;
+        }
+    }
+    session->counted = true;
+    return 0;
+}
+
+//  Gives back what s_reserve took.
+static void
+s_release (gateway_t *self, s_session_t *session)
+{
+    if (!session->counted)
+        return;
+    session->counted = false;
+    s_shared_t *shared = self->shared;
+    __atomic_sub_fetch (&shared->connections, 1, __ATOMIC_RELAXED);
+    if (shared->per_peer) {
+        pthread_mutex_lock (&shared->peers_lock);
+        size_t count = (size_t) (uintptr_t) zhashx_lookup (shared->per_peer, session->peer);
+        if (count > 1)
+            zhashx_update (shared->per_peer, session->peer, (void *) (uintptr_t) (count - 1));
+        else
+            zhashx_delete (shared->per_peer, session->peer);
+        pthread_mutex_unlock (&shared->peers_lock);
+    }
+}
+
 //  Several service threads: makes the connection a member of its room
 //  before the 101 (see the vocabulary). Returns 0 once the router answered
 //  JOINED, -1 when it did not in time (the JOIN is then undone).
@@ -977,10 +1028,26 @@ s_filter (gateway_t *self, struct lws *wsi, s_session_t *session)
         return s_refuse (self, wsi, S_REJECT_UNAUTHORIZED, 401, "Unauthorized", "unauthorized");
     }
     snprintf (session->room, sizeof session->room, "%s", room);
+    //  4. The caps again, now taking a place: the check above is only the
+    //  cheap early answer, another thread may have filled them since.
+    int full = s_reserve (self, session);
+    if (full == S_REJECT_SERVER_FULL) {
+        log_warn (GW, "refused %s: MAX_CONNECTIONS (%zu) reached", peer,
+                  self->config->max_connections);
+        return s_refuse (self, wsi, S_REJECT_SERVER_FULL, 503, "Service Unavailable",
+                         "server full");
+    }
+    if (full == S_REJECT_PER_IP) {
+        log_warn (GW, "refused %s: MAX_CONNECTIONS_PER_IP (%zu) reached", peer,
+                  self->config->max_connections_per_ip);
+        return s_refuse (self, wsi, S_REJECT_PER_IP, 429, "Too Many Requests",
+                         "too many connections");
+    }
     session->id = (++self->next_id << S_SHARD_BITS) | self->shard;
     if (self->joins) {
         if (s_join_sync (self, session) != 0) {
             log_error (GW, "refused %s room=%s: the router did not answer", peer, room);
+            s_release (self, session);
             session->id = 0;
             return s_refuse (self, wsi, S_REJECT_UNAVAILABLE, 503, "Service Unavailable",
                              "router unavailable");
@@ -1006,14 +1073,6 @@ s_established (gateway_t *self, struct lws *wsi, s_session_t *session)
     s_connmap_put (&self->conns, session->id, wsi);
     session->tokens = (double) self->config->rate_burst;
     session->refilled = now;
-    s_shared_t *shared = self->shared;
-    __atomic_add_fetch (&shared->connections, 1, __ATOMIC_RELAXED);
-    if (shared->per_peer) {
-        pthread_mutex_lock (&shared->peers_lock);
-        size_t count = (size_t) (uintptr_t) zhashx_lookup (shared->per_peer, session->peer);
-        zhashx_update (shared->per_peer, session->peer, (void *) (uintptr_t) (count + 1));
-        pthread_mutex_unlock (&shared->peers_lock);
-    }
     if ((!session->joined
          && zsock_send (self->router, "s8s", "JOIN", session->id, session->room) == -1)
     ||  zsock_send (self->presence, "s8ss", "CONNECT", session->id, session->user, session->room) == -1)
@@ -1068,17 +1127,7 @@ s_closed (gateway_t *self, struct lws *wsi, s_session_t *session)
     s_wheel_remove (self, session);
     if (session->established) {
         s_connmap_remove (&self->conns, session->id);
-        s_shared_t *shared = self->shared;
-        __atomic_sub_fetch (&shared->connections, 1, __ATOMIC_RELAXED);
-        if (shared->per_peer) {
-            pthread_mutex_lock (&shared->peers_lock);
-            size_t count = (size_t) (uintptr_t) zhashx_lookup (shared->per_peer, session->peer);
-            if (count > 1)
-                zhashx_update (shared->per_peer, session->peer, (void *) (uintptr_t) (count - 1));
-            else
-                zhashx_delete (shared->per_peer, session->peer);
-            pthread_mutex_unlock (&shared->peers_lock);
-        }
+        s_release (self, session);
         if (zsock_send (self->router, "s8s", "LEAVE", session->id, session->room) == -1)
             log_error (GW, "conn %" PRIu64 ": router queue full, its LEAVE is lost", session->id);
         zsock_send (self->presence, "s8", "DISCONNECT", session->id);
@@ -1770,7 +1819,9 @@ s_callback (struct lws *wsi, enum lws_callback_reasons reason, void *user, void 
             s_closed (self, wsi, session);
             return 0;
         case LWS_CALLBACK_WSI_DESTROY:
-            //  JOINED, then the upgrade failed: no CLOSED will come.
+            //  Counted and JOINED, then the upgrade failed: no CLOSED will come.
+            if (self && session && !session->established)
+                s_release (self, session);
             if (self && session && session->joined && !session->established) {
                 if (zsock_send (self->joins, "s8s", "LEAVE", session->id, session->room) == -1)
                     log_error (GW, "conn %" PRIu64 ": the LEAVE undoing its JOIN could not be queued",
