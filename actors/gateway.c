@@ -370,12 +370,9 @@ typedef struct gateway_t gateway_t;
 
 //  What the shards share: the list is written by the actor thread before
 //  any service thread starts (s_actor_new), then only the atomic count and
-//  the mutex-guarded map change.
-//  Each shard checks the caps in its handshake and counts in ESTABLISHED,
-//  on its own thread, so the caps may be passed by at most one handshake
-//  per other shard racing in the same instant.
+//  the mutex-guarded map change (s_reserve, s_release).
 typedef struct {
-    size_t connections;         //  live connections, every shard (atomic)
+    size_t connections;         //  connections holding a place, every shard (atomic)
     pthread_mutex_t peers_lock; //  guards per_peer
     zhashx_t *per_peer;         //  client address -> live connections (as a
                                 //  pointer-sized count), when capped
