@@ -132,6 +132,35 @@ async def test_member_before_its_101():
               f"{len(missed)} of 300 missed: {missed[:5]}")
 
 
+async def test_places_given_back():
+    """Every place a handshake takes under the caps is given back: clients
+    that vanish (a reset) right after sending their upgrade request, or
+    right after the 101, on either thread, leave the count at zero, and the
+    full cap is usable again."""
+    cap = 40
+    with Server({"GATEWAY_THREADS": "2", "MAX_CONNECTIONS": str(cap),
+                 "MAX_CONNECTIONS_PER_IP": str(cap)}) as srv:
+        for i in range(120):
+            conn = await RawConn.open(srv.port)
+            req, _ = ws_upgrade_request(srv.port, f"/ws/gone?token={mint(f'g{i}')}", [])
+            await conn.send(req)
+            if i % 2:
+                await conn.read_http_head(3)        # vanish after the 101
+            conn.close(abort=True)                  # or before it
+
+        async def counted_zero():
+            _, _, text = await http_get(srv.admin_port, "/metrics")
+            m = re.search(r"^rtws_connections (\d+)", text, re.M)
+            return m and int(m.group(1)) == 0
+        check(await poll_until(counted_zero, 5.0), "no place is left taken by vanished clients")
+        held = [await connect(srv.port, "back", token=mint(f"b{i}")) for i in range(cap)]
+        check(len(held) == cap, "the whole MAX_CONNECTIONS (and per-address cap) is usable again")
+        await expect_rejected(srv.port, "back", 503, "and the cap still holds",
+                              token=mint("one-more"))
+        for ws in held:
+            await ws.close()
+
+
 async def test_one_thread():
     with Server({"GATEWAY_THREADS": "1"}) as srv:
         a = await connect(srv.port, "r1", token=mint("a"))
@@ -147,4 +176,5 @@ async def test_one_thread():
 
 if __name__ == "__main__":
     main([test_room_spans_threads, test_caps_span_threads, test_drain_all_threads,
-          test_port_held_elsewhere_refused, test_member_before_its_101, test_one_thread], per_test_timeout=40, watchdog=170)
+          test_port_held_elsewhere_refused, test_member_before_its_101, test_places_given_back,
+          test_one_thread], per_test_timeout=40, watchdog=170)
