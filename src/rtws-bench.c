@@ -869,6 +869,16 @@ s_fanout (s_bench_t *self)
                      opts->duration);
         s_wait (self, opts->duration, opts->messages? s_quota_spent: NULL, s_progress, 2000);
         atomic_store (&run->publishing, 0);
+        if (opts->messages) {
+            //  A worker claims its share of the quota, then counts the
+            //  message as published: the last claim may not be counted yet.
+            uint64_t settle_end = rb_now_ns () + 1000000000ULL;
+            while (s_published (self) - published0 < opts->messages && rb_now_ns () < settle_end
+            &&     !self->interrupted) {
+                struct timespec nap = { 0, 200000 };
+                nanosleep (&nap, NULL);
+            }
+        }
         uint64_t publish_end = rb_now_ns ();
         //  Drain: until every expected delivery is in, or none has come
         //  for --drain seconds (a server that is behind but still sending
