@@ -37,6 +37,7 @@ import base64
 import ctypes
 import hashlib
 import hmac
+import inspect
 import json
 import os
 import random
@@ -589,11 +590,15 @@ class RedisServer:
 
 
 async def poll_until(fn, timeout, interval=0.02):
-    """Calls fn() until it returns something true or timeout seconds pass.
-    Returns (ok, last value). The way to wait for a state with a deadline."""
+    """Calls fn() until it returns something true or timeout seconds pass;
+    fn may be a coroutine function (its result is awaited, never taken as
+    true itself). Returns (ok, last value). The way to wait for a state with
+    a deadline."""
     deadline = time.monotonic() + timeout
     while True:
         value = fn()
+        if inspect.isawaitable(value):
+            value = await value
         if value:
             return True, value
         if time.monotonic() >= deadline:
