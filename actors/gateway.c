@@ -862,7 +862,7 @@ s_verify (gateway_t *self, const char *token, char *user, size_t user_size, int6
 }
 
 //  Takes a place under MAX_CONNECTIONS and MAX_CONNECTIONS_PER_IP for a
-//  handshake that passed its checks, before the 101: counted then, not at
+//  handshake, before its checks and its 101: counted then, not at
 //  ESTABLISHED, so that no other thread's handshake can slip in between a
 //  client's 101 and its count. Returns 0, or the reason it is refused.
 static int
@@ -944,6 +944,9 @@ s_join_sync (gateway_t *self, s_session_t *session)
 }
 
 static int
+s_filter_checks (gateway_t *self, struct lws *wsi, s_session_t *session);
+
+static int
 s_filter (gateway_t *self, struct lws *wsi, s_session_t *session)
 {
     char *peer = session->peer;
@@ -953,25 +956,32 @@ s_filter (gateway_t *self, struct lws *wsi, s_session_t *session)
                          "shutting down");
 
     //  0. Capacity, before any work: the node's and this address's share.
-    s_shared_t *shared = self->shared;
-    if (__atomic_load_n (&shared->connections, __ATOMIC_RELAXED) >= self->config->max_connections) {
+    //  The place is taken now, for the checks and then the connection, and
+    //  given back when a check refuses it.
+    int full = s_reserve (self, session);
+    if (full == S_REJECT_SERVER_FULL) {
         log_warn (GW, "refused %s: MAX_CONNECTIONS (%zu) reached", peer,
                   self->config->max_connections);
         return s_refuse (self, wsi, S_REJECT_SERVER_FULL, 503, "Service Unavailable",
                          "server full");
     }
-    size_t from_peer = 0;
-    if (shared->per_peer) {
-        pthread_mutex_lock (&shared->peers_lock);
-        from_peer = (size_t) (uintptr_t) zhashx_lookup (shared->per_peer, peer);
-        pthread_mutex_unlock (&shared->peers_lock);
-    }
-    if (shared->per_peer && from_peer >= self->config->max_connections_per_ip) {
+    if (full == S_REJECT_PER_IP) {
         log_warn (GW, "refused %s: MAX_CONNECTIONS_PER_IP (%zu) reached", peer,
                   self->config->max_connections_per_ip);
         return s_refuse (self, wsi, S_REJECT_PER_IP, 429, "Too Many Requests",
                          "too many connections");
     }
+    int rc = s_filter_checks (self, wsi, session);
+    if (rc != 0)
+        s_release (self, session);
+    return rc;
+}
+
+//  Steps 1 to 4 of the handshake, after its place is taken.
+static int
+s_filter_checks (gateway_t *self, struct lws *wsi, s_session_t *session)
+{
+    const char *peer = session->peer;
 
     //  1. Room from the path: /ws/{room}
     char uri [256];
@@ -1025,26 +1035,11 @@ s_filter (gateway_t *self, struct lws *wsi, s_session_t *session)
         return s_refuse (self, wsi, S_REJECT_UNAUTHORIZED, 401, "Unauthorized", "unauthorized");
     }
     snprintf (session->room, sizeof session->room, "%s", room);
-    //  4. The caps again, now taking a place: the check above is only the
-    //  cheap early answer, another thread may have filled them since.
-    int full = s_reserve (self, session);
-    if (full == S_REJECT_SERVER_FULL) {
-        log_warn (GW, "refused %s: MAX_CONNECTIONS (%zu) reached", peer,
-                  self->config->max_connections);
-        return s_refuse (self, wsi, S_REJECT_SERVER_FULL, 503, "Service Unavailable",
-                         "server full");
-    }
-    if (full == S_REJECT_PER_IP) {
-        log_warn (GW, "refused %s: MAX_CONNECTIONS_PER_IP (%zu) reached", peer,
-                  self->config->max_connections_per_ip);
-        return s_refuse (self, wsi, S_REJECT_PER_IP, 429, "Too Many Requests",
-                         "too many connections");
-    }
+    //  4. With several service threads, a member before the 101.
     session->id = (++self->next_id << S_SHARD_BITS) | self->shard;
     if (self->joins) {
         if (s_join_sync (self, session) != 0) {
             log_error (GW, "refused %s room=%s: the router did not answer", peer, room);
-            s_release (self, session);
             session->id = 0;
             return s_refuse (self, wsi, S_REJECT_UNAVAILABLE, 503, "Service Unavailable",
                              "router unavailable");
