@@ -488,6 +488,7 @@ s_handle_pipe (auth_t *self)
 void
 auth_actor (zsock_t *pipe, void *args)
 {
+    rtws_thread_name ("rtws-auth");
     auth_t *self = s_auth_new (pipe, (const rtws_config_t *) args);
     if (!self) {
         //  Set-up failed (the reason is logged). Stay alive until $TERM and

@@ -606,7 +606,16 @@ s_bridge_recv_inbox (bridge_t *self)
         zmsg_t *msg = zmsg_recv (self->inbox);
         if (!msg)
             break;              //  Empty (rcvtimeo 0) or interrupted
-        s_bridge_handle (self, msg);
+        if (inproc_batch_is (msg)) {
+            //  Presence sends what one wake-up produced as one BATCH
+            zmsg_t *one;
+            while ((one = inproc_batch_next (msg))) {
+                s_bridge_handle (self, one);
+                zmsg_destroy (&one);
+            }
+        }
+        else
+            s_bridge_handle (self, msg);
         zmsg_destroy (&msg);
     }
     if (self->engine->flush)
@@ -683,6 +692,7 @@ s_bridge_recv_pipe (bridge_t *self)
 void
 bridge_actor (zsock_t *pipe, void *args)
 {
+    rtws_thread_name ("rtws-bridge");
     const rtws_config_t *config = (const rtws_config_t *) args;
     assert (config);
     bridge_t *self = s_bridge_new (pipe, config);

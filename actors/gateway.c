@@ -402,6 +402,8 @@ struct gateway_t {
     zsock_t *presence;          //  PUSH to RTWS_EP_PRESENCE
     zsock_t *auth;              //  DEALER to RTWS_EP_AUTH
     zsock_t *joins;             //  DEALER to RTWS_EP_ROUTER_JOIN, with several shards
+    inproc_batch_t to_router;   //  connection news for the router, sent per pass
+    inproc_batch_t to_presence; //  connection news for presence, sent per pass
     uint64_t auth_seq;          //  last VERIFY sequence number
     rtws_conn_id_t next_id;     //  last connection number handed out
     s_connmap_t conns;          //  live (ESTABLISHED) connections of this shard
@@ -1050,6 +1052,48 @@ s_filter_checks (gateway_t *self, struct lws *wsi, s_session_t *session)
 }
 
 //  --------------------------------------------------------------------------
+//  Connection news for router and presence (service thread)
+//
+//  JOIN (one shard), LEAVE, CONNECT, DISCONNECT and TOUCH are batched and
+//  sent once per pass of the service loop (s_news_flush): a pass that
+//  serves thirty handshakes then wakes router and presence once each,
+//  not sixty times. Order is kept: a PUBLISH flushes the router's batch
+//  before it goes, and a drain sends both before it reports DRAINED.
+
+static void
+s_news_lost (gateway_t *self, size_t lost, const char *to)
+{
+    if (lost)
+        log_error (GW, "%s queue full: %zu connection messages lost", to, lost);
+}
+
+static void
+s_news (gateway_t *self, bool to_router, const char *verb, rtws_conn_id_t id,
+        const char *user, const char *room)
+{
+    zmsg_t *msg = zmsg_new ();
+    zmsg_addstr (msg, verb);
+    zmsg_addstrf (msg, "%" PRIu64, id);
+    if (user)
+        zmsg_addstr (msg, user);
+    if (room)
+        zmsg_addstr (msg, room);
+    if (to_router)
+        s_news_lost (self, inproc_batch_add (&self->to_router, &msg, self->router), "router");
+    else
+        s_news_lost (self, inproc_batch_add (&self->to_presence, &msg, self->presence),
+                     "presence");
+}
+
+static void
+s_news_flush (gateway_t *self)
+{
+    s_news_lost (self, inproc_batch_send (&self->to_router, self->router), "router");
+    s_news_lost (self, inproc_batch_send (&self->to_presence, self->presence), "presence");
+}
+
+
+//  --------------------------------------------------------------------------
 //  Established connections (service thread)
 
 static void
@@ -1065,10 +1109,9 @@ s_established (gateway_t *self, struct lws *wsi, s_session_t *session)
     s_connmap_put (&self->conns, session->id, wsi);
     session->tokens = (double) self->config->rate_burst;
     session->refilled = now;
-    if ((!session->joined
-         && zsock_send (self->router, "s8s", "JOIN", session->id, session->room) == -1)
-    ||  zsock_send (self->presence, "s8ss", "CONNECT", session->id, session->user, session->room) == -1)
-        log_error (GW, "conn %" PRIu64 ": router or presence queue full", session->id);
+    if (!session->joined)
+        s_news (self, true, "JOIN", session->id, NULL, session->room);
+    s_news (self, false, "CONNECT", session->id, session->user, session->room);
     char peer [64] = "";
     lws_get_peer_simple (wsi, peer, sizeof peer);
     log_info (GW, "open conn=%" PRIu64 " user=%s room=%s peer=%s",
@@ -1120,9 +1163,8 @@ s_closed (gateway_t *self, struct lws *wsi, s_session_t *session)
     if (session->established) {
         s_connmap_remove (&self->conns, session->id);
         s_release (self, session);
-        if (zsock_send (self->router, "s8s", "LEAVE", session->id, session->room) == -1)
-            log_error (GW, "conn %" PRIu64 ": router queue full, its LEAVE is lost", session->id);
-        zsock_send (self->presence, "s8", "DISCONNECT", session->id);
+        s_news (self, true, "LEAVE", session->id, NULL, session->room);
+        s_news (self, false, "DISCONNECT", session->id, NULL, NULL);
         log_info (GW, "close conn=%" PRIu64 " user=%s room=%s peer=%s code=%d reason=\"%s\" duration=%.3fs",
                   session->id, session->user, session->room, session->peer, session->close_code,
                   session->close_reason ? session->close_reason : "",
@@ -1192,6 +1234,8 @@ s_message (gateway_t *self, struct lws *wsi, s_session_t *session, const char *d
                 codec_new_id (id);
             char *payload = codec_chat_delivery (session->room, session->user, in.text,
                                                  in.id ? in.id : id, codec_now (), &olen);
+            if (payload)
+                s_news_lost (self, inproc_batch_send (&self->to_router, self->router), "router");
             if (payload && zsock_send (self->router, "sss8s", "PUBLISH", session->room, payload,
                                        session->id, in.id ? in.id : id) == -1) {
                 log_error (GW, "conn %" PRIu64 ": router queue full, message refused", session->id);
@@ -1270,7 +1314,7 @@ s_receive (gateway_t *self, struct lws *wsi, s_session_t *session, const char *i
     session->last_rx = now;
     if (now - session->last_touch >= S_TOUCH_EVERY_US) {
         session->last_touch = now;
-        zsock_send (self->presence, "s8", "TOUCH", session->id);
+        s_news (self, false, "TOUCH", session->id, NULL, NULL);
     }
     if (first && last) {
         //  The common case: a whole message in one callback, no copy.
@@ -1641,6 +1685,7 @@ s_drain_check (gateway_t *self)
     if (self->draining && !self->drain_reported && self->conns.count == 0) {
         self->drain_reported = true;
         lws_sul_cancel (&self->drain_sul);
+        s_news_flush (self);
         log_info (GW, "drained: %zu connections closed in %.1f s", self->drain_closed,
                   (double) (s_now_us () - self->drain_start) / 1e6);
         zsock_send (self->pair_out, "si", "DRAINED",
@@ -2101,10 +2146,17 @@ static void *
 s_service_thread (void *args)
 {
     gateway_t *self = (gateway_t *) args;
+    char name [16];
+    snprintf (name, sizeof name, "rtws-service-%u", (unsigned) self->shard);
+    rtws_thread_name (name);
     gateway_recv_attach (&self->guards);
-    while (!self->done)
-        if (lws_service (self->context, 0) < 0)
+    while (!self->done) {
+        int rc = lws_service (self->context, 0);
+        s_news_flush (self);
+        if (rc < 0)
             break;
+    }
+    s_news_flush (self);
     gateway_recv_attach (NULL);
     OPENSSL_thread_stop ();
     return NULL;
@@ -2458,6 +2510,8 @@ gateway_destroy (gateway_t **self_p)
         close (self->spare_fd);
     zsock_destroy (&self->auth);
     zsock_destroy (&self->joins);
+    inproc_batch_clear (&self->to_presence);
+    inproc_batch_clear (&self->to_router);
     zsock_destroy (&self->presence);
     zsock_destroy (&self->router);
     zsock_destroy (&self->pair_out);
@@ -2756,6 +2810,7 @@ s_answer (s_actor_t *self, gateway_t *shard)
 void
 gateway_actor (zsock_t *pipe, void *args)
 {
+    rtws_thread_name ("rtws-gateway");
     const rtws_config_t *config = (const rtws_config_t *) args;
     s_actor_t *self = s_actor_new (pipe, config);
     zpoller_t *poller = zpoller_new (pipe, self->pull, NULL);

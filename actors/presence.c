@@ -74,6 +74,8 @@
 #define PRESENCE_TOUCH_INTERVAL 1000
 //  Shortest gap between two periodic KEEP sweeps, ms.
 #define PRESENCE_MIN_SWEEP      500
+//  Inbox messages taken per wake-up before the pipe is looked at again.
+#define PRESENCE_DRAIN          256
 //  Separates user and room in a pair's key; room names cannot contain it.
 #define PRESENCE_KEY_SEP        '\x1f'
 
@@ -92,6 +94,7 @@ typedef struct {
     zsock_t *inbox;                 //  PULL bound at RTWS_EP_PRESENCE
     zsock_t *bridge;                //  PUSH connected to RTWS_EP_BRIDGE
     zpoller_t *poller;              //  pipe and inbox
+    inproc_batch_t to_bridge;       //  what one wake-up produced, sent at its end
     zhashx_t *pairs;                //  "user\x1froom" -> pair_t, owns the pairs
     zhashx_t *conns;                //  conn id -> its pair_t (owned by pairs)
     int64_t sweep_interval;         //  ms between periodic KEEP sweeps
@@ -184,6 +187,7 @@ s_presence_new (zsock_t *pipe, const rtws_config_t *config)
         s_presence_destroy (&self);
         return NULL;
     }
+    zsock_set_rcvtimeo (self->inbox, 0);    //  drained after each wake-up
     self->bridge = inproc_push_new (RTWS_EP_BRIDGE, PRESENCE_BRIDGE_HWM, 0, "presence");
     self->poller = self->bridge ? zpoller_new (self->pipe, self->inbox, NULL) : NULL;
     if (!self->poller) {
@@ -208,6 +212,7 @@ s_presence_destroy (presence_t **self_p)
     if (*self_p) {
         presence_t *self = *self_p;
         zpoller_destroy (&self->poller);
+        inproc_batch_clear (&self->to_bridge);
         inproc_bound_destroy (&self->inbox, RTWS_EP_PRESENCE);
         zsock_destroy (&self->bridge);
         //  conns points into pairs, so it goes first.
@@ -247,10 +252,11 @@ s_pop_conn (zmsg_t *msg, rtws_conn_id_t *conn)
     return ok ? 0 : -1;
 }
 
+//  Counts messages the bridge refused, logging once per episode.
 static void
-s_presence_send (presence_t *self, const char *verb, pair_t *pair)
+s_presence_sent (presence_t *self, size_t lost)
 {
-    if (zsock_send (self->bridge, "sss", verb, pair->user, pair->room) == 0) {
+    if (lost == 0) {
         if (self->dropped) {
             log_warn ("presence", "bridge inbox drains again; %" PRIu64 " presence messages "
                       "were dropped (KEEPs and TTLs repair them)", self->dropped);
@@ -258,9 +264,31 @@ s_presence_send (presence_t *self, const char *verb, pair_t *pair)
         }
         return;
     }
-    if (self->dropped++ == 0)
+    if (self->dropped == 0)
         log_error ("presence", "bridge inbox full (%d messages behind): dropping presence "
                    "messages", PRESENCE_BRIDGE_HWM);
+    self->dropped += lost;
+}
+
+//  Messages for the bridge wait in a batch until the end of the wake-up
+//  that produced them (s_presence_flush).
+static void
+s_presence_send (presence_t *self, const char *verb, pair_t *pair)
+{
+    zmsg_t *msg = zmsg_new ();
+    zmsg_addstr (msg, verb);
+    zmsg_addstr (msg, pair->user);
+    zmsg_addstr (msg, pair->room);
+    size_t lost = inproc_batch_add (&self->to_bridge, &msg, self->bridge);
+    if (lost)
+        s_presence_sent (self, lost);
+}
+
+static void
+s_presence_flush (presence_t *self)
+{
+    if (self->to_bridge.count)
+        s_presence_sent (self, inproc_batch_send (&self->to_bridge, self->bridge));
 }
 
 static void
@@ -375,11 +403,8 @@ s_presence_sweep (presence_t *self, int64_t now)
 //  The actor loop
 
 static void
-s_presence_recv_inbox (presence_t *self)
+s_presence_handle (presence_t *self, zmsg_t *msg)
 {
-    zmsg_t *msg = zmsg_recv (self->inbox);
-    if (!msg)
-        return;                 //  Interrupted; the poller reports termination
     zframe_t *verb = zmsg_first (msg);
     if (zframe_streq (verb, "CONNECT"))
         s_presence_connect (self, msg);
@@ -396,6 +421,27 @@ s_presence_recv_inbox (presence_t *self)
         assert (false);
     }
     zmsg_destroy (&msg);
+}
+
+//  Takes what the inbox holds, up to PRESENCE_DRAIN messages (a BATCH is
+//  taken apart), then sends the bridge what they produced, as one batch.
+static void
+s_presence_recv_inbox (presence_t *self)
+{
+    for (int i = 0; i < PRESENCE_DRAIN; i++) {
+        zmsg_t *msg = zmsg_recv (self->inbox);
+        if (!msg)
+            break;              //  Empty (rcvtimeo 0) or interrupted
+        if (inproc_batch_is (msg)) {
+            zmsg_t *one;
+            while ((one = inproc_batch_next (msg)))
+                s_presence_handle (self, one);
+            zmsg_destroy (&msg);
+        }
+        else
+            s_presence_handle (self, msg);
+    }
+    s_presence_flush (self);
 }
 
 static void
@@ -439,6 +485,7 @@ s_presence_recv_pipe (presence_t *self)
 void
 presence_actor (zsock_t *pipe, void *args)
 {
+    rtws_thread_name ("rtws-presence");
     const rtws_config_t *config = (const rtws_config_t *) args;
     assert (config);
     presence_t *self = s_presence_new (pipe, config);
@@ -450,6 +497,7 @@ presence_actor (zsock_t *pipe, void *args)
         int64_t now = zclock_mono ();
         if (now >= self->next_sweep) {
             s_presence_sweep (self, now);
+            s_presence_flush (self);
             self->next_sweep = now + self->sweep_interval;
         }
         int64_t timeout = self->next_sweep - now;
@@ -494,6 +542,37 @@ s_check (test_t *t, bool ok, const char *behaviour)
         printf ("presence_test: ok: %s\n", behaviour);
 }
 
+//  What the bridge side received as a BATCH and has not read yet.
+static zmsg_t *s_test_batch = NULL;
+//  Batches received, and the messages they held.
+static size_t s_test_batches = 0;
+static size_t s_test_batched = 0;       //  in the last one
+
+//  The next message presence sent the bridge, a BATCH taken apart.
+static zmsg_t *
+s_test_next (zsock_t *sock)
+{
+    zmsg_t *msg = s_test_batch ? inproc_batch_next (s_test_batch) : NULL;
+    if (msg)
+        return msg;
+    zmsg_destroy (&s_test_batch);
+    msg = zmsg_recv (sock);
+    if (msg && inproc_batch_is (msg)) {
+        s_test_batch = msg;
+        msg = inproc_batch_next (s_test_batch);
+        s_test_batches++;
+        s_test_batched = 1;
+        //  Count what is left: a count frame, then that many frames
+        for (zframe_t *frame = zmsg_first (s_test_batch); frame; s_test_batched++) {
+            size_t frames = zframe_size (frame) == 1 ? *zframe_data (frame) : 0;
+            assert (frames);
+            for (size_t i = 0; i <= frames; i++)
+                frame = zmsg_next (s_test_batch);
+        }
+    }
+    return msg;
+}
+
 //  Receives the next message on sock and checks it is exactly verb user
 //  room. A timeout is a failure.
 static void
@@ -501,7 +580,7 @@ s_expect (test_t *t, zsock_t *sock, const char *behaviour,
           const char *verb, const char *user, const char *room)
 {
     char *got_verb = NULL, *got_user = NULL, *got_room = NULL;
-    zmsg_t *msg = zmsg_recv (sock);
+    zmsg_t *msg = s_test_next (sock);
     bool ok = msg && zmsg_size (msg) == 3;
     if (ok) {
         got_verb = zmsg_popstr (msg);
@@ -645,6 +724,37 @@ presence_test (bool verbose)
     s_probe (t, gateway, bridge, &probe_conn, "a duplicate CONNECT sends nothing");
     s_check (t, s_count (presence, "bob", "r3") == 1, "a duplicate CONNECT is not counted");
 
+    //  A BATCH from the gateway is handled message by message, in order,
+    //  and what it causes reaches the bridge as one BATCH.
+    inproc_batch_t news = { NULL, 0, NULL };
+    const char *users [] = { "erin", "frank", "grace" };
+    for (int i = 0; i < 3; i++) {
+        zmsg_t *msg = zmsg_new ();
+        zmsg_addstr (msg, "CONNECT");
+        zmsg_addstrf (msg, "%d", 20 + i);
+        zmsg_addstr (msg, users [i]);
+        zmsg_addstr (msg, "rb");
+        s_check (t, inproc_batch_add (&news, &msg, gateway) == 0 && !msg,
+                 "a message joins a batch");
+    }
+    zmsg_t *msg = zmsg_new ();
+    zmsg_addstr (msg, "DISCONNECT");
+    zmsg_addstr (msg, "21");
+    inproc_batch_add (&news, &msg, gateway);
+    s_check (t, news.count == 4, "the batch holds four messages");
+    s_check (t, inproc_batch_send (&news, gateway) == 0 && news.count == 0,
+             "a batch is sent whole");
+    size_t batches = s_test_batches;
+    s_expect (t, bridge, "a batch's first CONNECT sends UP", "PRESENCE_UP", "erin", "rb");
+    s_check (t, s_test_batches == batches + 1 && s_test_batched == 4,
+             "what one batch caused reaches the bridge as one batch of four");
+    s_expect (t, bridge, "a batch's second CONNECT sends UP", "PRESENCE_UP", "frank", "rb");
+    s_expect (t, bridge, "a batch's third CONNECT sends UP", "PRESENCE_UP", "grace", "rb");
+    s_expect (t, bridge, "a DISCONNECT in a batch comes after its CONNECT", "PRESENCE_DOWN",
+              "frank", "rb");
+    s_probe (t, gateway, bridge, &probe_conn, "a batch causes nothing more");
+    s_check (t, s_count (presence, "grace", "rb") == 1, "a batch's CONNECT is counted");
+
     //  $TERM sends no DOWN for the pairs still present.
     s_stop (&presence);
     zsock_destroy (&gateway);
@@ -679,6 +789,7 @@ presence_test (bool verbose)
     s_stop (&presence);
     zsock_destroy (&gateway);
     zsock_destroy (&bridge);
+    zmsg_destroy (&s_test_batch);
     rtws_config_destroy (&config);
 
     printf ("presence_test: %s (%d failure%s)\n", t->failures ? "FAILED" : "OK",

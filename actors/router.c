@@ -110,6 +110,9 @@
 #define ROUTER_ROOM_MIN_CAPACITY 8
 //  How often the gateway hears the room count (ms).
 #define ROUTER_STATS_INTERVAL   1000
+//  Inbox messages taken per wake-up before the pipe and join socket are
+//  looked at again.
+#define ROUTER_DRAIN            256
 
 //  One room with at least one local member. conns is kept contiguous so a
 //  DELIVER is one copy of it, with no per-message loop over members; slots
@@ -255,6 +258,7 @@ s_router_new (zsock_t *pipe, const rtws_config_t *config)
         s_router_destroy (&self);
         return NULL;
     }
+    zsock_set_rcvtimeo (self->inbox, 0);    //  drained after each wake-up
     self->joins = zsock_new (ZMQ_ROUTER);
     if (!self->joins || zsock_bind (self->joins, RTWS_EP_ROUTER_JOIN) != 0) {
         log_error ("router", "cannot bind %s: %s", RTWS_EP_ROUTER_JOIN, zmq_strerror (errno));
@@ -497,11 +501,8 @@ s_router_leave (router_t *self, zmsg_t *msg)
 //  The actor loop
 
 static void
-s_router_recv_inbox (router_t *self)
+s_router_handle (router_t *self, zmsg_t *msg)
 {
-    zmsg_t *msg = zmsg_recv (self->inbox);
-    if (!msg)
-        return;                 //  Interrupted; the poller reports termination
     zframe_t *verb = zmsg_first (msg);
     if (zframe_streq (verb, "JOIN"))
         s_router_join (self, msg);
@@ -521,6 +522,26 @@ s_router_recv_inbox (router_t *self)
         assert (false);
     }
     zmsg_destroy (&msg);
+}
+
+//  Takes what the inbox holds, up to ROUTER_DRAIN messages, so that a
+//  burst costs one wake-up and one poll. A BATCH is taken apart here.
+static void
+s_router_recv_inbox (router_t *self)
+{
+    for (int i = 0; i < ROUTER_DRAIN; i++) {
+        zmsg_t *msg = zmsg_recv (self->inbox);
+        if (!msg)
+            return;             //  Empty (rcvtimeo 0) or interrupted
+        if (inproc_batch_is (msg)) {
+            zmsg_t *one;
+            while ((one = inproc_batch_next (msg)))
+                s_router_handle (self, one);
+            zmsg_destroy (&msg);
+        }
+        else
+            s_router_handle (self, msg);
+    }
 }
 
 //  A JOIN the gateway waits for (several service threads), or the LEAVE
@@ -606,6 +627,7 @@ s_router_stats (router_t *self)
 void
 router_actor (zsock_t *pipe, void *args)
 {
+    rtws_thread_name ("rtws-router");
     const rtws_config_t *config = (const rtws_config_t *) args;
     assert (config);
     router_t *self = s_router_new (pipe, config);
@@ -870,6 +892,28 @@ router_test (bool verbose)
     zsock_send (to_router, "s8s", "JOIN", (uint64_t) 1, "A");
     s_probe (t, to_router, bridge, "duplicate JOIN sends no SUBSCRIBE");
     s_check (t, s_members (router, "A") == 3, "duplicate JOIN does not add a member");
+
+    //  A BATCH is handled message by message, in order: a JOIN and the
+    //  LEAVE of the same conn leave nothing, the room they opened and
+    //  emptied is subscribed, then unsubscribed.
+    inproc_batch_t news = { NULL, 0, NULL };
+    const char *batch [][3] = {
+        { "JOIN", "7", "D" }, { "JOIN", "8", "D" }, { "LEAVE", "7", "D" },
+        { "JOIN", "9", "E" }, { "LEAVE", "9", "E" }
+    };
+    for (size_t i = 0; i < sizeof batch / sizeof batch [0]; i++) {
+        zmsg_t *msg = zmsg_new ();
+        for (int j = 0; j < 3; j++)
+            zmsg_addstr (msg, batch [i][j]);
+        inproc_batch_add (&news, &msg, to_router);
+    }
+    s_check (t, inproc_batch_send (&news, to_router) == 0, "a BATCH goes to the router");
+    s_expect (t, bridge, "a JOIN in a BATCH subscribes D", "SUBSCRIBE", "D", NULL);
+    s_expect (t, bridge, "a JOIN in a BATCH subscribes E", "SUBSCRIBE", "E", NULL);
+    s_expect (t, bridge, "its LEAVE, later in the BATCH, unsubscribes E", "UNSUBSCRIBE", "E", NULL);
+    s_check (t, s_members (router, "D") == 1, "a BATCH's JOINs and LEAVEs apply in order");
+    zsock_send (to_router, "s8s", "LEAVE", (uint64_t) 8, "D");
+    s_expect (t, bridge, "the last member of D leaves", "UNSUBSCRIBE", "D", NULL);
 
     //  MESSAGE fans out as one DELIVER to exactly the room's members.
     rtws_conn_id_t a_all [] = { 1, 2, 3 };

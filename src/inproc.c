@@ -2,6 +2,8 @@
 
 #include "inproc.h"
 
+#include <assert.h>
+
 #include "log.h"
 #include "rtws.h"
 
@@ -108,4 +110,104 @@ inproc_pop_pointer (zmsg_t *msg)
     memcpy (&pointer, zframe_data (frame), sizeof pointer);
     zframe_destroy (&frame);
     return pointer;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Batches
+
+static void
+s_batch_append (zmsg_t *batch, zmsg_t **msg_p)
+{
+    zmsg_t *msg = *msg_p;
+    uint8_t frames = (uint8_t) zmsg_size (msg);
+    zmsg_addmem (batch, &frames, 1);
+    zframe_t *frame;
+    while ((frame = zmsg_pop (msg)))
+        zmsg_append (batch, &frame);
+    zmsg_destroy (msg_p);
+}
+
+size_t
+inproc_batch_add (inproc_batch_t *self, zmsg_t **msg_p, zsock_t *dest)
+{
+    assert (self && msg_p && *msg_p);
+    assert (zmsg_size (*msg_p) >= 1 && zmsg_size (*msg_p) <= 255);
+    size_t lost = 0;
+    if (self->msg && zmsg_size (self->msg) + 1 + zmsg_size (*msg_p) > INPROC_BATCH_FRAMES)
+        lost = inproc_batch_send (self, dest);
+    if (self->count == 0) {
+        self->first = *msg_p;
+        *msg_p = NULL;
+    }
+    else {
+        if (!self->msg) {
+            self->msg = zmsg_new ();
+            zmsg_addstr (self->msg, "BATCH");
+            s_batch_append (self->msg, &self->first);
+        }
+        s_batch_append (self->msg, msg_p);
+    }
+    self->count++;
+    return lost;
+}
+
+size_t
+inproc_batch_send (inproc_batch_t *self, zsock_t *dest)
+{
+    assert (self);
+    size_t count = self->count;
+    zmsg_t *msg = self->msg ? self->msg : self->first;
+    self->msg = NULL;
+    self->first = NULL;
+    self->count = 0;
+    if (!msg)
+        return 0;
+    if (zmsg_send (&msg, dest) == 0)
+        return 0;
+    zmsg_destroy (&msg);
+    return count;
+}
+
+void
+inproc_batch_clear (inproc_batch_t *self)
+{
+    assert (self);
+    zmsg_destroy (&self->msg);
+    zmsg_destroy (&self->first);
+    self->count = 0;
+}
+
+bool
+inproc_batch_is (zmsg_t *msg)
+{
+    return zmsg_size (msg) > 1 && zframe_streq (zmsg_first (msg), "BATCH");
+}
+
+zmsg_t *
+inproc_batch_next (zmsg_t *batch)
+{
+    zframe_t *head = zmsg_first (batch);
+    if (head && zframe_streq (head, "BATCH")) {
+        head = zmsg_pop (batch);
+        zframe_destroy (&head);
+    }
+    zframe_t *count = zmsg_pop (batch);
+    if (!count)
+        return NULL;
+    size_t frames = zframe_size (count) == 1 ? *zframe_data (count) : 0;
+    zframe_destroy (&count);
+    if (frames == 0 || frames > zmsg_size (batch)) {
+        //  Malformed: drop the rest
+        zframe_t *rest;
+        while ((rest = zmsg_pop (batch)))
+            zframe_destroy (&rest);
+        return NULL;
+    }
+    zmsg_t *msg = zmsg_new ();
+    for (size_t i = 0; i < frames; i++) {
+        zframe_t *frame = zmsg_pop (batch);
+        zmsg_append (msg, &frame);
+    }
+    return msg;
 }

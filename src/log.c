@@ -9,6 +9,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -121,4 +122,12 @@ rtws_log (rtws_log_level_t level, const char *component, const char *fmt, ...)
     line [len++] = '\n';
     ssize_t rc = write (STDERR_FILENO, line, len);
     (void) rc;
+}
+
+void
+rtws_thread_name (const char *name)
+{
+    char cut [16];
+    snprintf (cut, sizeof cut, "%s", name);
+    prctl (PR_SET_NAME, cut, 0, 0, 0);
 }

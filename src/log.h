@@ -24,6 +24,10 @@ rtws_log_level_t rtws_log_level (void);
 void rtws_log (rtws_log_level_t level, const char *component, const char *fmt, ...)
     __attribute__ ((format (printf, 3, 4)));
 
+//  Names the calling thread (at most 15 characters are kept), so that
+//  top -H, ps -L and perf tell rtwsd's actors and service threads apart.
+void rtws_thread_name (const char *name);
+
 #define log_error(c, ...) rtws_log (RTWS_LOG_ERROR, c, __VA_ARGS__)
 #define log_warn(c, ...)  rtws_log (RTWS_LOG_WARN, c, __VA_ARGS__)
 #define log_info(c, ...)  rtws_log (RTWS_LOG_INFO, c, __VA_ARGS__)
