@@ -58,14 +58,14 @@
         CONNECT conn user room  s8ss
         DISCONNECT conn         s8
         TOUCH conn              s8    client activity, at most 1/s per conn
-    Out, DEALER to RTWS_EP_ROUTER_JOIN (with several service threads only;
-    request/reply, synchronous, in the handshake before the 101):
-        JOIN conn room          s8s   -> JOINED conn (s8); then the JOIN above
-                                      is not sent. A connection's JOIN and
-                                      another's PUBLISH leave from different
-                                      threads, so the 101 waits for JOINED.
-        LEAVE conn room         s8s   the handshake failed after JOINED, or
-                                      JOINED came too late (no answer)
+    Out, PUSH to RTWS_EP_ROUTER_JOIN (with several service threads only):
+        JOIN conn room          s8s   sent in the handshake, before the 101,
+                                      instead of the JOIN above: the router
+                                      reads this socket after each burst of
+                                      its inbox and before handling it, so a
+                                      message published after the client saw
+                                      its 101 (from any thread) finds it
+        LEAVE conn room         s8s   the upgrade failed after the JOIN
     Out, DEALER to RTWS_EP_AUTH (request/reply, synchronous):
         VERIFY seq token        s8s   -> OK seq user exp | FAIL seq reason 0
 
@@ -308,6 +308,7 @@ static const s_close_kind_t s_close_kinds [] = {
     { 1008, "1008", "rate limited" },
     { 1008, "1008", "token expired" },
     { 1009, "1009", "message too big" },
+    { 1011, "1011", "internal error" },
     { 1000, "1000", s_client_closed },
     { 1001, "1001", s_client_closed },
     { 0, "other", s_client_closed },
@@ -401,7 +402,7 @@ struct gateway_t {
     zsock_t *router;            //  PUSH to RTWS_EP_ROUTER
     zsock_t *presence;          //  PUSH to RTWS_EP_PRESENCE
     zsock_t *auth;              //  DEALER to RTWS_EP_AUTH
-    zsock_t *joins;             //  DEALER to RTWS_EP_ROUTER_JOIN, with several shards
+    zsock_t *joins;             //  PUSH to RTWS_EP_ROUTER_JOIN, with several shards
     inproc_batch_t to_router;   //  connection news for the router, sent per pass
     inproc_batch_t to_presence; //  connection news for presence, sent per pass
     uint64_t auth_seq;          //  last VERIFY sequence number
@@ -913,37 +914,6 @@ s_release (gateway_t *self, s_session_t *session)
     }
 }
 
-//  Several service threads: makes the connection a member of its room
-//  before the 101 (see the vocabulary). Returns 0 once the router answered
-//  JOINED, -1 when it did not in time (the JOIN is then undone).
-static int
-s_join_sync (gateway_t *self, s_session_t *session)
-{
-    if (zsock_send (self->joins, "s8s", "JOIN", session->id, session->room) == -1)
-        return -1;
-    int64_t deadline = s_now_us () + S_AUTH_TIMEOUT_MS * 1000LL;
-    while (true) {
-        int64_t left = (deadline - s_now_us ()) / 1000;
-        if (left <= 0)
-            break;
-        zsock_set_rcvtimeo (self->joins, (int) left);
-        char *verb = NULL;
-        uint64_t conn = 0;
-        if (zsock_recv (self->joins, "s8", &verb, &conn) == -1)
-            break;
-        bool mine = conn == session->id;
-        bool joined = verb && streq (verb, "JOINED");
-        zstr_free (&verb);
-        if (mine)
-            return joined ? 0 : -1;     //  REFUSED: not a member, nothing to undo
-        //  An answer to an earlier JOIN that timed out: skipped.
-    }
-    //  The router may still take the JOIN: the LEAVE follows it in order.
-    if (zsock_send (self->joins, "s8s", "LEAVE", session->id, session->room) == -1)
-        log_error (GW, "conn %" PRIu64 ": the LEAVE undoing a late JOIN could not be queued",
-                   session->id);
-    return -1;
-}
 
 static int
 s_filter_checks (gateway_t *self, struct lws *wsi, s_session_t *session);
@@ -1037,11 +1007,12 @@ s_filter_checks (gateway_t *self, struct lws *wsi, s_session_t *session)
         return s_refuse (self, wsi, S_REJECT_UNAUTHORIZED, 401, "Unauthorized", "unauthorized");
     }
     snprintf (session->room, sizeof session->room, "%s", room);
-    //  4. With several service threads, a member before the 101.
+    //  4. With several service threads, the JOIN leaves before the 101 (see
+    //  the vocabulary); the router's queue full (it stopped reading) is 503.
     session->id = (++self->next_id << S_SHARD_BITS) | self->shard;
     if (self->joins) {
-        if (s_join_sync (self, session) != 0) {
-            log_error (GW, "refused %s room=%s: the router did not answer", peer, room);
+        if (zsock_send (self->joins, "s8s", "JOIN", session->id, session->room) == -1) {
+            log_error (GW, "refused %s room=%s: the router's join queue is full", peer, room);
             session->id = 0;
             return s_refuse (self, wsi, S_REJECT_UNAVAILABLE, 503, "Service Unavailable",
                              "router unavailable");
@@ -1112,10 +1083,8 @@ s_established (gateway_t *self, struct lws *wsi, s_session_t *session)
     if (!session->joined)
         s_news (self, true, "JOIN", session->id, NULL, session->room);
     s_news (self, false, "CONNECT", session->id, session->user, session->room);
-    char peer [64] = "";
-    lws_get_peer_simple (wsi, peer, sizeof peer);
     log_info (GW, "open conn=%" PRIu64 " user=%s room=%s peer=%s",
-              session->id, session->user, session->room, peer);
+              session->id, session->user, session->room, session->peer);
     S_COUNT (self->metrics.connections, 1);
     s_session_schedule (self, wsi, session, now);
     //  Frames sent before the 101 (RFC 6455 4.1 forbids it) are in lws's
@@ -1624,6 +1593,23 @@ s_refused (gateway_t *self, zmsg_t *msg)
     zstr_free (&ref);
 }
 
+//  KICK conn from the router: it could not take conn's JOIN (out of
+//  memory), so the client, which has its 101, would hear nothing.
+static void
+s_kick (gateway_t *self, zmsg_t *msg)
+{
+    char *conn = zmsg_popstr (msg);
+    assert (conn);
+    rtws_conn_id_t id = strtoull (conn, NULL, 10);
+    struct lws *wsi = id ? s_connmap_get (&self->conns, id) : NULL;
+    log_error (GW, "conn %s: the router could not make it a member of its room%s", conn,
+               wsi ? ": closed" : "");
+    if (wsi)
+        s_session_close (wsi, (s_session_t *) lws_wsi_user (wsi),
+                         LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "internal error");
+    zstr_free (&conn);
+}
+
 //  Pops a number sent with picture "i" or "8" (decimal text). A missing
 //  frame is a sibling's programming error.
 static uint64_t
@@ -1794,6 +1780,9 @@ s_take_forwarded (gateway_t *self)
         else
         if (command && streq (command, "REFUSED"))
             s_refused (self, msg);
+        else
+        if (command && streq (command, "KICK"))
+            s_kick (self, msg);
         else
         if (command && streq (command, "STATS"))
             s_stats (self, msg);
@@ -2381,8 +2370,9 @@ gateway_new (const rtws_config_t *config, s_shared_t *shared, size_t shard, size
     zsock_set_sndtimeo (self->presence, 0);
     zsock_set_sndtimeo (self->auth, 0);
     if (threads > 1) {
-        self->joins = zsock_new_dealer (RTWS_EP_ROUTER_JOIN);
+        self->joins = zsock_new_push (RTWS_EP_ROUTER_JOIN);
         assert (self->joins);
+        zsock_set_sndhwm (self->joins, 100000);
         zsock_set_sndtimeo (self->joins, 0);
     }
 
@@ -2721,7 +2711,7 @@ s_forward (s_actor_t *self)
             s_split_deliver (self, &msg, pending);
             continue;
         }
-        if (zframe_streq (verb, "REFUSED")) {
+        if (zframe_streq (verb, "REFUSED") || zframe_streq (verb, "KICK")) {
             //  czmq's "8" picture travels as decimal text.
             zframe_t *conn = zmsg_next (msg);
             char *text = conn ? zframe_strdup (conn) : NULL;
@@ -2981,6 +2971,78 @@ s_test_free_port (void)
     return port;
 }
 
+//  Upgrades a client at /ws/lobby with token "abc", playing auth (OK for
+//  alice) and the router's join socket: the JOIN must be queued before the
+//  101 is written, so it is there as soon as the client reads the 101.
+//  Returns the client's fd and sets *conn, or -1 (failures counted).
+static int
+s_test_upgrade (int port, zsock_t *auth, zsock_t *joins, uint64_t *conn, int *failures)
+{
+    int fd = s_test_connect (port);
+    const char *request =
+        "GET /ws/lobby?token=abc HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n";
+    if (fd < 0 || write (fd, request, strlen (request)) != (ssize_t) strlen (request)) {
+        printf ("FAIL gateway: cannot connect\n");
+        (*failures)++;
+        if (fd >= 0)
+            close (fd);
+        return -1;
+    }
+    zmsg_t *verify = zmsg_recv (auth);
+    if (!verify || zmsg_size (verify) != 4) {
+        printf ("FAIL gateway: no VERIFY request reached auth\n");
+        (*failures)++;
+        zmsg_destroy (&verify);
+        close (fd);
+        return -1;
+    }
+    zframe_t *identity = zmsg_pop (verify);
+    char *verb = zmsg_popstr (verify);
+    zframe_t *seq = zmsg_pop (verify);
+    char *token = zmsg_popstr (verify);
+    if (!streq (verb, "VERIFY") || !streq (token, "abc")) {
+        printf ("FAIL gateway: VERIFY carried %s %s\n", verb, token);
+        (*failures)++;
+    }
+    zmsg_t *reply = zmsg_new ();
+    zmsg_append (reply, &identity);
+    zmsg_addstr (reply, "OK");
+    zmsg_append (reply, &seq);
+    zmsg_addstr (reply, "alice");
+    uint64_t no_exp = 0;
+    zmsg_addmem (reply, &no_exp, sizeof no_exp);
+    zmsg_send (&reply, auth);
+    zstr_free (&verb);
+    zstr_free (&token);
+    zmsg_destroy (&verify);
+
+    char answer [512];
+    ssize_t got = read (fd, answer, sizeof answer - 1);
+    if (got < 12 || strncmp (answer, "HTTP/1.1 101", 12) != 0) {
+        printf ("FAIL gateway: valid token not upgraded\n");
+        (*failures)++;
+    }
+    //  Already queued: no waiting for it.
+    zsock_set_rcvtimeo (joins, 0);
+    zmsg_t *join = zmsg_recv (joins);
+    zsock_set_rcvtimeo (joins, 3000);
+    char *verb2 = join ? zmsg_popstr (join) : NULL;
+    char *conn_text = join ? zmsg_popstr (join) : NULL;
+    char *room = join ? zmsg_popstr (join) : NULL;
+    *conn = conn_text ? strtoull (conn_text, NULL, 10) : 0;
+    if (!verb2 || !streq (verb2, "JOIN") || !room || !streq (room, "lobby") || *conn == 0) {
+        printf ("FAIL gateway: the JOIN of the new connection was not queued before its 101\n");
+        (*failures)++;
+    }
+    zstr_free (&conn_text);
+    zmsg_destroy (&join);
+    zstr_free (&verb2);
+    zstr_free (&room);
+    return fd;
+}
+
 int
 gateway_test (bool verbose)
 {
@@ -2991,17 +3053,17 @@ gateway_test (bool verbose)
     config->admin_port = s_test_free_port ();
     free (config->admin_host);
     config->admin_host = strdup ("127.0.0.1");
-    //  Two service threads: the handshake then asks the router to JOIN
+    //  Two service threads: the handshake then sends the router its JOIN
     //  before its 101 (the one-thread path is the end-to-end tests' too).
     config->gateway_threads = 2;
     if (!verbose)
         rtws_log_set_level (RTWS_LOG_WARN);
 
-    //  The test plays auth (ROUTER), the router (PULL, and ROUTER for the
+    //  The test plays auth (ROUTER), the router (PULL, and PULL for the
     //  JOIN before the 101) and presence (PULL).
     zsock_t *auth = zsock_new_router (RTWS_EP_AUTH);
     zsock_t *router = zsock_new_pull (RTWS_EP_ROUTER);
-    zsock_t *joins = zsock_new_router (RTWS_EP_ROUTER_JOIN);
+    zsock_t *joins = zsock_new_pull (RTWS_EP_ROUTER_JOIN);
     zsock_t *presence = zsock_new_pull (RTWS_EP_PRESENCE);
     assert (auth && router && joins && presence);
     zsock_set_rcvtimeo (joins, 3000);
@@ -3034,88 +3096,18 @@ gateway_test (bool verbose)
     }
 
     //  A token: the gateway asks auth; the test answers OK, so the upgrade
-    //  proceeds and the router sees JOIN. The request is written before the
-    //  test plays auth, so one thread is enough.
-    int fd = s_test_connect (port);
-    const char *request =
-        "GET /ws/lobby?token=abc HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        "Sec-WebSocket-Version: 13\r\n\r\n";
-    if (fd < 0 || write (fd, request, strlen (request)) != (ssize_t) strlen (request)) {
-        printf ("FAIL gateway: cannot connect\n");
-        failures++;
-        goto done;
-    }
-    zmsg_t *verify = zmsg_recv (auth);
-    if (!verify || zmsg_size (verify) != 4) {
-        printf ("FAIL gateway: no VERIFY request reached auth\n");
-        failures++;
-        zmsg_destroy (&verify);
-        close (fd);
-        goto done;
-    }
-    zframe_t *identity = zmsg_pop (verify);
-    char *verb = zmsg_popstr (verify);
-    zframe_t *seq = zmsg_pop (verify);
-    char *token = zmsg_popstr (verify);
-    if (!streq (verb, "VERIFY") || !streq (token, "abc")) {
-        printf ("FAIL gateway: VERIFY carried %s %s\n", verb, token);
-        failures++;
-    }
-    zmsg_t *reply = zmsg_new ();
-    zmsg_append (reply, &identity);
-    zmsg_addstr (reply, "OK");
-    zmsg_append (reply, &seq);
-    zmsg_addstr (reply, "alice");
-    uint64_t no_exp = 0;
-    zmsg_addmem (reply, &no_exp, sizeof no_exp);
-    zmsg_send (&reply, auth);
-    zstr_free (&verb);
-    zstr_free (&token);
-    zmsg_destroy (&verify);
-
-    //  The JOIN comes before the 101, and the 101 only after JOINED.
-    char *verb2 = NULL, *room = NULL;
+    //  proceeds, and its JOIN is on the join socket by the time the 101 is.
     uint64_t conn = 0;
-    zmsg_t *join = zmsg_recv (joins);
-    zframe_t *joiner = join ? zmsg_pop (join) : NULL;
-    verb2 = join ? zmsg_popstr (join) : NULL;
-    char *conn_text = join ? zmsg_popstr (join) : NULL;
-    room = join ? zmsg_popstr (join) : NULL;
-    conn = conn_text ? strtoull (conn_text, NULL, 10) : 0;
-    if (!verb2 || !streq (verb2, "JOIN") || !room || !streq (room, "lobby") || conn == 0) {
-        printf ("FAIL gateway: no JOIN for the new connection before its 101\n");
-        failures++;
-    }
-    struct pollfd early = { fd, POLLIN, 0 };
-    if (poll (&early, 1, 200) != 0) {
-        printf ("FAIL gateway: the 101 went out before the router answered JOINED\n");
-        failures++;
-    }
-    if (joiner) {
-        zmsg_t *joined = zmsg_new ();
-        zmsg_append (joined, &joiner);
-        zmsg_addstr (joined, "JOINED");
-        zmsg_addstr (joined, conn_text);
-        zmsg_send (&joined, joins);
-    }
-    zstr_free (&conn_text);
-    zmsg_destroy (&join);
-    zstr_free (&verb2);
-    zstr_free (&room);
-    char answer [512];
-    ssize_t got = read (fd, answer, sizeof answer - 1);
-    if (got < 12 || strncmp (answer, "HTTP/1.1 101", 12) != 0) {
-        printf ("FAIL gateway: valid token not upgraded\n");
-        failures++;
-    }
+    int fd = s_test_upgrade (port, auth, joins, &conn, &failures);
+    if (fd < 0)
+        goto done;
 
     //  DELIVER from the router reaches the client as one text frame.
     zsock_t *deliver = zsock_new_push (RTWS_EP_GATEWAY);
     const char *payload = "{\"type\":\"chat.delivery\"}";
     zsock_send (deliver, "ssb", "DELIVER", payload, &conn, sizeof conn);
     unsigned char frame [256];
-    got = read (fd, frame, sizeof frame);
+    ssize_t got = read (fd, frame, sizeof frame);
     if (got != (ssize_t) (2 + strlen (payload)) || frame [0] != 0x81
     ||  memcmp (frame + 2, payload, strlen (payload)) != 0) {
         printf ("FAIL gateway: DELIVER not written as one text frame (%zd bytes)\n", got);
@@ -3205,6 +3197,28 @@ gateway_test (bool verbose)
     zstr_free (&verb3);
     zstr_free (&room3);
     zsock_destroy (&deliver);
+    zactor_destroy (&gateway);
+
+    //  KICK from the router (it could not take a JOIN): the client, which
+    //  has its 101, is closed with 1011; a KICK of an unknown conn is
+    //  ignored.
+    gateway = zactor_new (gateway_actor, config);
+    assert (gateway);
+    zsock_send (gateway, "s", "PORT");
+    zsock_recv (gateway, "i", &port);
+    fd = port > 0 ? s_test_upgrade (port, auth, joins, &conn, &failures) : -1;
+    if (fd >= 0) {
+        deliver = zsock_new_push (RTWS_EP_GATEWAY);
+        zsock_send (deliver, "s8", "KICK", (uint64_t) 999999);
+        zsock_send (deliver, "s8", "KICK", conn);
+        got = read (fd, frame, sizeof frame);
+        if (got < 4 || frame [0] != 0x88 || ((frame [2] << 8) | frame [3]) != 1011) {
+            printf ("FAIL gateway: KICK did not close the client with 1011\n");
+            failures++;
+        }
+        close (fd);
+        zsock_destroy (&deliver);
+    }
 
 done:
     zactor_destroy (&gateway);

@@ -14,17 +14,16 @@
                                                       when it cannot take the message
       in  (bridge)   MESSAGE room payload      "sss"  a frame published to room (by any
                                                       node or backend)
-    ROUTER bound at RTWS_EP_ROUTER_JOIN (gateway shards connect DEALER to it)
-      in  (gateway)  JOIN conn room            "s8s"  as on the PULL, and answered:
-      out (gateway)  JOINED conn               "s8"   conn is a member (or was already)
-      out (gateway)  REFUSED conn              "s8"   it is not (a bad room name, out of
-                                                      memory): the handshake gets 503
-      in  (gateway)  LEAVE conn room           "s8s"  as on the PULL; no answer (a JOIN
-                                                      whose answer came too late)
+    PULL bound at RTWS_EP_ROUTER_JOIN (gateway shards connect PUSH to it)
+      in  (gateway)  JOIN conn room            "s8s"  as on the other PULL
+      in  (gateway)  LEAVE conn room           "s8s"  undoes a JOIN whose upgrade failed
         With several gateway service threads, a connection's JOIN and another
-        connection's PUBLISH travel different pipes: the gateway asks here,
-        and sends the 101 only after JOINED, so that a message published
-        after a client saw its 101 always finds it in the room.
+        connection's PUBLISH travel different pipes, so a message published
+        after a client saw its 101 could reach us before the client's JOIN.
+        So a shard sends the JOIN here before the 101, and the router reads
+        a burst of its inbox first, then everything this socket holds, and
+        only then handles the burst: a PUBLISH in the burst was sent after
+        any JOIN it depends on, so that JOIN is in by then.
     PUSH connected to RTWS_EP_BRIDGE
       out (bridge)   SUBSCRIBE room            "ss"   first local member joined room
       out (bridge)   UNSUBSCRIBE room          "ss"   last local member left room
@@ -32,6 +31,9 @@
                                                "sss8s" forwarded from the gateway, in
                                                       arrival order
     PUSH connected to RTWS_EP_GATEWAY
+      out (gateway)  KICK conn                 "s8"   a JOIN from the join socket could not
+                                                      be taken (a bad room name, out of
+                                                      memory): close conn (1011)
       out (gateway)  DELIVER payload conns     "ssb"  write payload to each conn; conns is
                                                       an array of uint64_t in host byte
                                                       order (inproc only)
@@ -128,7 +130,7 @@ typedef struct {
     const rtws_config_t *config;    //  read-only, outlives the actor
     zsock_t *pipe;                  //  to our owner, not ours to destroy
     zsock_t *inbox;                 //  PULL bound at RTWS_EP_ROUTER
-    zsock_t *joins;                 //  ROUTER bound at RTWS_EP_ROUTER_JOIN
+    zsock_t *joins;                 //  PULL bound at RTWS_EP_ROUTER_JOIN
     zsock_t *bridge;                //  PUSH connected to RTWS_EP_BRIDGE
     zsock_t *gateway;               //  PUSH connected to RTWS_EP_GATEWAY
     zpoller_t *poller;              //  pipe and inbox
@@ -259,14 +261,12 @@ s_router_new (zsock_t *pipe, const rtws_config_t *config)
         return NULL;
     }
     zsock_set_rcvtimeo (self->inbox, 0);    //  drained after each wake-up
-    self->joins = zsock_new (ZMQ_ROUTER);
-    if (!self->joins || zsock_bind (self->joins, RTWS_EP_ROUTER_JOIN) != 0) {
-        log_error ("router", "cannot bind %s: %s", RTWS_EP_ROUTER_JOIN, zmq_strerror (errno));
+    self->joins = inproc_pull_new (RTWS_EP_ROUTER_JOIN, ROUTER_INBOX_HWM, "router");
+    if (!self->joins) {
         s_router_destroy (&self);
         return NULL;
     }
-    //  A JOINED answer to a shard gone away is dropped, not kept.
-    zsock_set_sndtimeo (self->joins, 0);
+    zsock_set_rcvtimeo (self->joins, 0);    //  drained
     self->bridge = inproc_push_new (RTWS_EP_BRIDGE, ROUTER_BRIDGE_HWM, ROUTER_BRIDGE_SNDTIMEO, "router");
     self->gateway = inproc_push_new (RTWS_EP_GATEWAY, ROUTER_GATEWAY_HWM, 0, "router");
     if (!self->bridge || !self->gateway) {
@@ -276,8 +276,7 @@ s_router_new (zsock_t *pipe, const rtws_config_t *config)
         return NULL;
     }
     //  joins before inbox: zpoller reports the first ready socket in this
-    //  order, and a handshake waits for its JOIN while PUBLISHes may flood
-    //  the inbox.
+    //  order.
     self->poller = zpoller_new (self->pipe, self->joins, self->inbox, NULL);
     if (!self->poller) {
         log_error ("router", "cannot create a poller");
@@ -524,15 +523,24 @@ s_router_handle (router_t *self, zmsg_t *msg)
     zmsg_destroy (&msg);
 }
 
+static void s_router_recv_joins (router_t *self);
+
 //  Takes what the inbox holds, up to ROUTER_DRAIN messages, so that a
-//  burst costs one wake-up and one poll. A BATCH is taken apart here.
+//  burst costs one wake-up and one poll; then the join socket, whose JOINs
+//  a PUBLISH of the burst may depend on (see the vocabulary); then handles
+//  the burst in order. A BATCH is taken apart here.
 static void
 s_router_recv_inbox (router_t *self)
 {
-    for (int i = 0; i < ROUTER_DRAIN; i++) {
-        zmsg_t *msg = zmsg_recv (self->inbox);
-        if (!msg)
-            return;             //  Empty (rcvtimeo 0) or interrupted
+    zmsg_t *burst [ROUTER_DRAIN];
+    size_t count = 0;
+    while (count < ROUTER_DRAIN && (burst [count] = zmsg_recv (self->inbox)))
+        count++;
+    if (count == 0)
+        return;                 //  Empty (rcvtimeo 0) or interrupted
+    s_router_recv_joins (self);
+    for (size_t i = 0; i < count; i++) {
+        zmsg_t *msg = burst [i];
         if (inproc_batch_is (msg)) {
             zmsg_t *one;
             while ((one = inproc_batch_next (msg)))
@@ -544,44 +552,41 @@ s_router_recv_inbox (router_t *self)
     }
 }
 
-//  A JOIN the gateway waits for (several service threads), or the LEAVE
-//  that undoes one answered too late.
+//  Everything the join socket holds: JOINs sent before their 101 (several
+//  service threads), and LEAVEs undoing those whose upgrade then failed.
+//  A JOIN we cannot take closes its connection (KICK): its client got a
+//  101 and would otherwise never hear its room.
 static void
 s_router_recv_joins (router_t *self)
 {
-    zmsg_t *msg = zmsg_recv (self->joins);
-    if (!msg)
-        return;
-    zframe_t *identity = zmsg_pop (msg);
-    zframe_t *verb = zmsg_first (msg);
-    zframe_t *conn = zmsg_next (msg);
-    if (!identity || !verb || !conn) {
-        s_malformed ("JOIN");
-        zframe_destroy (&identity);
+    zmsg_t *msg;
+    while ((msg = zmsg_recv (self->joins))) {
+        zframe_t *verb = zmsg_first (msg);
+        zframe_t *conn = zmsg_next (msg);
+        if (!verb || !conn)
+            s_malformed ("JOIN");
+        else
+        if (zframe_streq (verb, "JOIN")) {
+            zframe_t *kick_conn = zframe_dup (conn);
+            if (!s_router_join (self, msg)) {
+                zmsg_t *kick = zmsg_new ();
+                zmsg_addstr (kick, "KICK");
+                zmsg_append (kick, &kick_conn);
+                s_router_send_gateway (self, &kick);
+            }
+            zframe_destroy (&kick_conn);
+        }
+        else
+        if (zframe_streq (verb, "LEAVE"))
+            s_router_leave (self, msg);
+        else {
+            char *text = zframe_strdup (verb);
+            log_error ("router", "unknown command '%.32s' on the join socket", text);
+            free (text);
+            assert (false);
+        }
         zmsg_destroy (&msg);
-        return;
     }
-    if (zframe_streq (verb, "JOIN")) {
-        zframe_t *answer_conn = zframe_dup (conn);
-        bool member = s_router_join (self, msg);
-        zmsg_t *answer = zmsg_new ();
-        zmsg_append (answer, &identity);
-        zmsg_addstr (answer, member ? "JOINED" : "REFUSED");
-        zmsg_append (answer, &answer_conn);
-        if (zmsg_send (&answer, self->joins) != 0)
-            zmsg_destroy (&answer);
-    }
-    else
-    if (zframe_streq (verb, "LEAVE"))
-        s_router_leave (self, msg);
-    else {
-        char *text = zframe_strdup (verb);
-        log_error ("router", "unknown command '%.32s' on the join socket", text);
-        free (text);
-        assert (false);
-    }
-    zframe_destroy (&identity);
-    zmsg_destroy (&msg);
 }
 
 static void
@@ -953,31 +958,78 @@ router_test (bool verbose)
     s_probe (t, to_router, bridge, "an emptied room unsubscribes exactly once");
     s_check (t, s_members (router, "A") == 0, "an emptied room has no members");
 
-    //  The JOIN a gateway service thread waits for: answered JOINED once
-    //  the member is in; a LEAVE on the same socket undoes it.
-    zsock_t *joiner = zsock_new_dealer (">" RTWS_EP_ROUTER_JOIN);
+    //  The join socket (several gateway service threads): a JOIN there
+    //  makes a member, a LEAVE there undoes it.
+    zsock_t *joiner = zsock_new_push (">" RTWS_EP_ROUTER_JOIN);
     assert (joiner);
-    zsock_set_rcvtimeo (joiner, TEST_TIMEOUT);
+    zsock_set_sndtimeo (joiner, TEST_TIMEOUT);
     zsock_send (joiner, "s8s", "JOIN", (uint64_t) 50, "J");
-    char *joined = NULL;
-    uint64_t joined_conn = 0;
-    bool answered = zsock_recv (joiner, "s8", &joined, &joined_conn) == 0
-                 && streq (joined, "JOINED") && joined_conn == 50;
-    zstr_free (&joined);
-    s_check (t, answered, "a JOIN on the join socket is answered JOINED with its conn");
     s_expect (t, bridge, "a JOIN on the join socket subscribes its room", "SUBSCRIBE", "J", NULL);
-    s_check (t, s_members (router, "J") == 1, "JOINED means the conn is a member");
+    s_check (t, s_members (router, "J") == 1, "a JOIN on the join socket makes a member");
     zsock_send (joiner, "s8s", "LEAVE", (uint64_t) 50, "J");
     s_expect (t, bridge, "a LEAVE on the join socket removes the member", "UNSUBSCRIBE", "J", NULL);
     s_check (t, s_members (router, "J") == 0, "no member is left after that LEAVE");
+
+    //  A JOIN there that the router cannot take closes its connection:
+    //  KICK to the gateway (its client already has a 101).
     char too_long [RTWS_ROOM_MAX + 2];
     memset (too_long, 'r', sizeof too_long - 1);
     too_long [sizeof too_long - 1] = 0;
     zsock_send (joiner, "s8s", "JOIN", (uint64_t) 51, too_long);
-    answered = zsock_recv (joiner, "s8", &joined, &joined_conn) == 0
-            && streq (joined, "REFUSED") && joined_conn == 51;
-    zstr_free (&joined);
-    s_check (t, answered, "a JOIN the router cannot take is answered REFUSED, not JOINED");
+    bool kicked = false;
+    for (int i = 0; i < 3 && !kicked; i++) {
+        char *verb = NULL, *conn_text = NULL;
+        zmsg_t *msg = zmsg_recv (gateway);
+        verb = msg ? zmsg_popstr (msg) : NULL;
+        conn_text = msg ? zmsg_popstr (msg) : NULL;
+        kicked = verb && streq (verb, "KICK") && conn_text && streq (conn_text, "51");
+        bool stats = verb && streq (verb, "STATS");
+        zstr_free (&verb);
+        zstr_free (&conn_text);
+        zmsg_destroy (&msg);
+        if (!stats)
+            break;
+    }
+    s_check (t, kicked, "a JOIN the router cannot take sends the gateway KICK conn");
+
+    //  A JOIN sent on the join socket before a MESSAGE on the inbox is in
+    //  before that MESSAGE is handled, though they travel different pipes:
+    //  the router reads the join socket after each inbox burst. Sent back
+    //  to back, so that JOINs arrive while the router works through a burst.
+    for (int i = 0; i < 300; i++) {
+        char name [16];
+        snprintf (name, sizeof name, "O%d", i);
+        zsock_send (joiner, "s8s", "JOIN", (uint64_t) (1000 + i), name);
+        zsock_send (to_router, "sss", "MESSAGE", name, "{\"o\":1}");
+    }
+    int found = 0;
+    for (int i = 0; i < 300; i++) {
+        zmsg_t *msg = zmsg_recv (gateway);
+        while (msg && zframe_streq (zmsg_first (msg), "STATS")) {
+            zmsg_destroy (&msg);
+            msg = zmsg_recv (gateway);
+        }
+        if (!msg)
+            break;              //  A MESSAGE was dropped: no member yet
+        rtws_conn_id_t member [] = { 1000 + (rtws_conn_id_t) i };
+        zframe_t *conns = zmsg_last (msg);
+        if (zframe_streq (zmsg_first (msg), "DELIVER")
+        &&  zframe_size (conns) == sizeof member
+        &&  memcmp (zframe_data (conns), member, sizeof member) == 0)
+            found++;
+        zmsg_destroy (&msg);
+    }
+    s_check (t, found == 300, "a JOIN on the join socket is in before a later MESSAGE (300 of 300)");
+    for (int i = 0; i < 300; i++) {
+        char name [16];
+        snprintf (name, sizeof name, "O%d", i);
+        zsock_send (joiner, "s8s", "LEAVE", (uint64_t) (1000 + i), name);
+    }
+    for (int i = 0; i < 600; i++) {
+        zmsg_t *msg = zmsg_recv (bridge);
+        zmsg_destroy (&msg);
+    }
+    s_check (t, s_members (router, "O299") == 0, "the rooms O0 .. O299 are left");
     zsock_destroy (&joiner);
 
     zsock_send (to_router, "sss", "MESSAGE", "A", "{\"late\":1}");

@@ -14,7 +14,7 @@
 
 #define RTWS_EP_AUTH      "inproc://rtws-auth"      /* ROUTER, bound by auth */
 #define RTWS_EP_ROUTER    "inproc://rtws-router"    /* PULL, bound by router */
-#define RTWS_EP_ROUTER_JOIN "inproc://rtws-router-join" /* ROUTER, bound by router */
+#define RTWS_EP_ROUTER_JOIN "inproc://rtws-router-join" /* PULL, bound by router */
 #define RTWS_EP_GATEWAY   "inproc://rtws-gateway"   /* PULL, bound by gateway */
 #define RTWS_EP_PRESENCE  "inproc://rtws-presence"  /* PULL, bound by presence */
 #define RTWS_EP_BRIDGE    "inproc://rtws-bridge"    /* PULL, bound by bridge */
