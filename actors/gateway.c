@@ -54,17 +54,22 @@
                                 sss8s a chat.delivery frame for the room;
                                       conn and ref (the message id) name the
                                       sender for a REFUSED answer
+        JOINS                   s     JOINs wait on the join socket (below)
     Out, PUSH to RTWS_EP_PRESENCE:
         CONNECT conn user room  s8ss
         DISCONNECT conn         s8
         TOUCH conn              s8    client activity, at most 1/s per conn
+    All but PUBLISH travel in batches, one per destination per pass of the
+    service loop (inproc.h; s_news_flush).
     Out, PUSH to RTWS_EP_ROUTER_JOIN (with several service threads only):
         JOIN conn room          s8s   sent in the handshake, before the 101,
                                       instead of the JOIN above: the router
                                       reads this socket after each burst of
                                       its inbox and before handling it, so a
                                       message published after the client saw
-                                      its 101 (from any thread) finds it
+                                      its 101 (from any thread) finds it. It
+                                      does not poll it: a JOINS on the PUSH
+                                      above, at the end of the pass, does
         LEAVE conn room         s8s   the upgrade failed after the JOIN
     Out, DEALER to RTWS_EP_AUTH (request/reply, synchronous):
         VERIFY seq token        s8s   -> OK seq user exp | FAIL seq reason 0
@@ -405,6 +410,7 @@ struct gateway_t {
     zsock_t *joins;             //  PUSH to RTWS_EP_ROUTER_JOIN, with several shards
     inproc_batch_t to_router;   //  connection news for the router, sent per pass
     inproc_batch_t to_presence; //  connection news for presence, sent per pass
+    bool joins_sent;            //  a JOIN went on the join socket in this pass
     uint64_t auth_seq;          //  last VERIFY sequence number
     rtws_conn_id_t next_id;     //  last connection number handed out
     s_connmap_t conns;          //  live (ESTABLISHED) connections of this shard
@@ -1018,6 +1024,7 @@ s_filter_checks (gateway_t *self, struct lws *wsi, s_session_t *session)
                              "router unavailable");
         }
         session->joined = true;
+        self->joins_sent = true;
     }
     return 0;
 }
@@ -1059,6 +1066,13 @@ s_news (gateway_t *self, bool to_router, const char *verb, rtws_conn_id_t id,
 static void
 s_news_flush (gateway_t *self)
 {
+    if (self->joins_sent) {
+        //  The router does not poll the join socket: this makes it read it.
+        self->joins_sent = false;
+        zmsg_t *nudge = zmsg_new ();
+        zmsg_addstr (nudge, "JOINS");
+        s_news_lost (self, inproc_batch_add (&self->to_router, &nudge, self->router), "router");
+    }
     s_news_lost (self, inproc_batch_send (&self->to_router, self->router), "router");
     s_news_lost (self, inproc_batch_send (&self->to_presence, self->presence), "presence");
 }
@@ -2976,7 +2990,8 @@ s_test_free_port (void)
 //  101 is written, so it is there as soon as the client reads the 101.
 //  Returns the client's fd and sets *conn, or -1 (failures counted).
 static int
-s_test_upgrade (int port, zsock_t *auth, zsock_t *joins, uint64_t *conn, int *failures)
+s_test_upgrade (int port, zsock_t *auth, zsock_t *joins, zsock_t *router, uint64_t *conn,
+                int *failures)
 {
     int fd = s_test_connect (port);
     const char *request =
@@ -3040,6 +3055,13 @@ s_test_upgrade (int port, zsock_t *auth, zsock_t *joins, uint64_t *conn, int *fa
     zmsg_destroy (&join);
     zstr_free (&verb2);
     zstr_free (&room);
+    //  The router does not poll the join socket: the pass ends with JOINS.
+    char *nudge = zstr_recv (router);
+    if (!nudge || !streq (nudge, "JOINS")) {
+        printf ("FAIL gateway: the pass that sent a JOIN did not end with JOINS\n");
+        (*failures)++;
+    }
+    zstr_free (&nudge);
     return fd;
 }
 
@@ -3098,7 +3120,7 @@ gateway_test (bool verbose)
     //  A token: the gateway asks auth; the test answers OK, so the upgrade
     //  proceeds, and its JOIN is on the join socket by the time the 101 is.
     uint64_t conn = 0;
-    int fd = s_test_upgrade (port, auth, joins, &conn, &failures);
+    int fd = s_test_upgrade (port, auth, joins, router, &conn, &failures);
     if (fd < 0)
         goto done;
 
@@ -3206,7 +3228,7 @@ gateway_test (bool verbose)
     assert (gateway);
     zsock_send (gateway, "s", "PORT");
     zsock_recv (gateway, "i", &port);
-    fd = port > 0 ? s_test_upgrade (port, auth, joins, &conn, &failures) : -1;
+    fd = port > 0 ? s_test_upgrade (port, auth, joins, router, &conn, &failures) : -1;
     if (fd >= 0) {
         deliver = zsock_new_push (RTWS_EP_GATEWAY);
         zsock_send (deliver, "s8", "KICK", (uint64_t) 999999);
