@@ -1866,6 +1866,7 @@ s_callback (struct lws *wsi, enum lws_callback_reasons reason, void *user, void 
                 if (zsock_send (self->joins, "s8s", "LEAVE", session->id, session->room) == -1)
                     log_error (GW, "conn %" PRIu64 ": the LEAVE undoing its JOIN could not be queued",
                                session->id);
+                self->joins_sent = true;    //  the pass ends with JOINS
                 session->joined = false;
             }
             return 0;
