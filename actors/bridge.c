@@ -14,6 +14,7 @@
       in  (presence) PRESENCE_KEEP user room   "sss"  still here (refresh the TTL)
       in  (presence) PRESENCE_DOWN user room   "sss"  last local connection of user in room
                                                       closed
+      in  (presence) BATCH ...                        several of the above (inproc.h)
     PUSH connected to RTWS_EP_ROUTER
       out (router)   MESSAGE room payload      "sss"  only for subscribed rooms, in publish
                                                       order, payload verbatim
@@ -602,14 +603,17 @@ s_bridge_handle (bridge_t *self, zmsg_t *msg)
 static void
 s_bridge_recv_inbox (bridge_t *self)
 {
+    //  A BATCH's messages count one each: its last may pass the bound.
     for (int i = 0; i < BRIDGE_BATCH; i++) {
         zmsg_t *msg = zmsg_recv (self->inbox);
         if (!msg)
             break;              //  Empty (rcvtimeo 0) or interrupted
         if (inproc_batch_is (msg)) {
-            //  Presence sends what one wake-up produced as one BATCH
+            //  Presence sends one flush's messages as one BATCH
             zmsg_t *one;
-            while ((one = inproc_batch_next (msg))) {
+            for (int taken = 0; (one = inproc_batch_next (msg)); taken++) {
+                if (taken)
+                    i++;
                 s_bridge_handle (self, one);
                 zmsg_destroy (&one);
             }

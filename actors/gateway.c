@@ -30,6 +30,9 @@
                                       rtws_conn_id_t, unknown ids are skipped
         REFUSED conn ref        s8s   the bridge could not take conn's PUBLISH
                                       ref: answer system.error "unavailable"
+        KICK conn               s8    the router could not make conn a member
+                                      of its room (out of memory): close it
+                                      with 1011 "internal error"
         STATS "router" rooms shed
                                 ss88  every second: rooms with a local member;
                                       DELIVERs the router shed since start
@@ -1042,7 +1045,8 @@ static void
 s_news_lost (gateway_t *self, size_t lost, const char *to)
 {
     if (lost)
-        log_error (GW, "%s queue full: %zu connection messages lost", to, lost);
+        log_error (GW, "%s queue full: a batch of %zu messages (JOIN, LEAVE, CONNECT, "
+                   "DISCONNECT, TOUCH, JOINS) lost", to, lost);
 }
 
 static void
@@ -2508,6 +2512,9 @@ gateway_destroy (gateway_t **self_p)
     lws_sul_cancel (&self->accept_sul);
     if (self->context)
         lws_context_destroy (self->context);
+    //  Closes the context ran (a service loop that ended on an error) queued
+    //  LEAVEs and DISCONNECTs: they still go.
+    s_news_flush (self);
     free (self->conns.slots);
     free (self->merge);
     frame_guards_free (&self->guards);
@@ -2520,7 +2527,9 @@ gateway_destroy (gateway_t **self_p)
     zsock_destroy (&self->presence);
     zsock_destroy (&self->router);
     zsock_destroy (&self->pair_out);
-    zsock_destroy (&self->pair_in);
+    char endpoint [64];
+    snprintf (endpoint, sizeof endpoint, "inproc://rtws-gateway-%p", (void *) self);
+    inproc_bound_destroy (&self->pair_in, endpoint);
     free (self);
     *self_p = NULL;
 }
@@ -2639,7 +2648,8 @@ s_actor_destroy (s_actor_t **self_p)
     self->shared.count = 0;
     zhashx_destroy (&self->shared.per_peer);
     pthread_mutex_destroy (&self->shared.peers_lock);
-    zsock_destroy (&self->pull);
+    //  Unbound first, so a gateway started right after can bind it again.
+    inproc_bound_destroy (&self->pull, RTWS_EP_GATEWAY);
     free (self);
     *self_p = NULL;
 }

@@ -9,12 +9,14 @@
       in  (gateway)  DISCONNECT conn           "s8"   that connection closed
       in  (gateway)  TOUCH conn                "s8"   client activity on conn (refresh, at
                                                       most 1/s per user+room)
+      in  (gateway)  BATCH ...                        several of the above (inproc.h)
     PUSH connected to RTWS_EP_BRIDGE
       out (bridge)   PRESENCE_UP user room     "sss"  first local connection of user in room
       out (bridge)   PRESENCE_KEEP user room   "sss"  still here: every PRESENCE_TTL/2 and on
                                                       activity
       out (bridge)   PRESENCE_DOWN user room   "sss"  last local connection of user in room
                                                       closed
+      out (bridge)   BATCH ...                        one flush's messages (see Net changes)
     pipe (owner: rtwsd.c or a test)
       in             $TERM                     "s"    stop and free everything
       in             CONFIG config             "sp"   SIGHUP: the new configuration (owned
@@ -44,7 +46,8 @@
     within PRESENCE_TTL, like a crashed node's) is the owner's decision.
 
     Flow control: sends to the bridge never block (sndtimeo 0) and are shed
-    when PRESENCE_BRIDGE_HWM messages are already waiting, counted and logged
+    when PRESENCE_BRIDGE_HWM messages (a BATCH counting as one) are already
+    waiting, counted and logged
     once per episode. Every loss repairs itself: a lost UP or KEEP is redone by
     the next periodic KEEP (which sets the key, as UP does), a lost DOWN
     expires within PRESENCE_TTL. Never blocking keeps the gateway -> presence

@@ -281,8 +281,9 @@ s_router_new (zsock_t *pipe, const rtws_config_t *config)
         return NULL;
     }
     //  Not the join socket: a JOIN there does not wake us (that would cost a
-    //  wake-up per handshake); it is read before each inbox burst, and the
-    //  shard that sent it nudges us (JOINS) at the end of its pass.
+    //  wake-up per handshake); it is read after each inbox burst is read and
+    //  before it is handled, and the shard that sent it nudges us (JOINS) at
+    //  the end of its pass.
     self->poller = zpoller_new (self->pipe, self->inbox, NULL);
     if (!self->poller) {
         log_error ("router", "cannot create a poller");
@@ -424,6 +425,29 @@ s_router_join (router_t *self, zmsg_t *msg)
     return true;
 }
 
+//  A JOIN; when the conn cannot be made a member (a bad room name, out of
+//  memory), KICK it: its client has its 101 and would hear nothing.
+static void
+s_router_join_or_kick (router_t *self, zmsg_t *msg)
+{
+    zframe_t *conn = NULL;
+    if (zmsg_size (msg) >= 2) {
+        zmsg_first (msg);
+        conn = zframe_dup (zmsg_next (msg));
+    }
+    if (!s_router_join (self, msg) && conn) {
+        zmsg_t *kick = zmsg_new ();
+        zmsg_addstr (kick, "KICK");
+        zmsg_append (kick, &conn);
+        if (zmsg_send (&kick, self->gateway) != 0) {
+            zmsg_destroy (&kick);
+            log_error ("router", "gateway inbox full: a KICK is lost; that connection "
+                       "stays open outside its room until it closes");
+        }
+    }
+    zframe_destroy (&conn);
+}
+
 static void
 s_router_publish (router_t *self, zmsg_t **msg_p)
 {
@@ -510,7 +534,7 @@ s_router_handle (router_t *self, zmsg_t *msg)
 {
     zframe_t *verb = zmsg_first (msg);
     if (zframe_streq (verb, "JOIN"))
-        s_router_join (self, msg);
+        s_router_join_or_kick (self, msg);
     else
     if (zframe_streq (verb, "LEAVE"))
         s_router_leave (self, msg);
@@ -575,16 +599,8 @@ s_router_recv_joins (router_t *self)
         if (!verb || !conn)
             s_malformed ("JOIN");
         else
-        if (zframe_streq (verb, "JOIN")) {
-            zframe_t *kick_conn = zframe_dup (conn);
-            if (!s_router_join (self, msg)) {
-                zmsg_t *kick = zmsg_new ();
-                zmsg_addstr (kick, "KICK");
-                zmsg_append (kick, &kick_conn);
-                s_router_send_gateway (self, &kick);
-            }
-            zframe_destroy (&kick_conn);
-        }
+        if (zframe_streq (verb, "JOIN"))
+            s_router_join_or_kick (self, msg);
         else
         if (zframe_streq (verb, "LEAVE"))
             s_router_leave (self, msg);
@@ -856,6 +872,27 @@ s_probe (test_t *t, zsock_t *to_router, zsock_t *bridge, const char *behaviour)
     free (ref);
 }
 
+//  Receives from the gateway side, skipping STATS, and checks it is
+//  KICK conn.
+static void
+s_expect_kick (test_t *t, zsock_t *gateway, const char *conn, const char *behaviour)
+{
+    bool kicked = false;
+    for (int i = 0; i < 5; i++) {
+        zmsg_t *msg = zmsg_recv (gateway);
+        char *verb = msg ? zmsg_popstr (msg) : NULL;
+        char *conn_text = msg ? zmsg_popstr (msg) : NULL;
+        kicked = verb && streq (verb, "KICK") && conn_text && streq (conn_text, conn);
+        bool stats = verb && streq (verb, "STATS");
+        zstr_free (&verb);
+        zstr_free (&conn_text);
+        zmsg_destroy (&msg);
+        if (!stats)
+            break;
+    }
+    s_check (t, kicked, behaviour);
+}
+
 int
 router_test (bool verbose)
 {
@@ -987,21 +1024,7 @@ router_test (bool verbose)
     too_long [sizeof too_long - 1] = 0;
     zsock_send (joiner, "s8s", "JOIN", (uint64_t) 51, too_long);
     zstr_send (to_router, "JOINS");
-    bool kicked = false;
-    for (int i = 0; i < 3 && !kicked; i++) {
-        char *verb = NULL, *conn_text = NULL;
-        zmsg_t *msg = zmsg_recv (gateway);
-        verb = msg ? zmsg_popstr (msg) : NULL;
-        conn_text = msg ? zmsg_popstr (msg) : NULL;
-        kicked = verb && streq (verb, "KICK") && conn_text && streq (conn_text, "51");
-        bool stats = verb && streq (verb, "STATS");
-        zstr_free (&verb);
-        zstr_free (&conn_text);
-        zmsg_destroy (&msg);
-        if (!stats)
-            break;
-    }
-    s_check (t, kicked, "a JOIN the router cannot take sends the gateway KICK conn");
+    s_expect_kick (t, gateway, "51", "a JOIN the router cannot take sends the gateway KICK conn");
 
     //  A JOIN sent on the join socket before a MESSAGE on the inbox is in
     //  before that MESSAGE is handled, though they travel different pipes
@@ -1088,6 +1111,8 @@ router_test (bool verbose)
     zsock_send (to_router, "sss8s", "PUBLISH", long_room, "{}", (uint64_t) 1, "ref");
     zsock_send (to_router, "sss", "MESSAGE", long_room, "{}");
     s_probe (t, to_router, bridge, "room names over RTWS_ROOM_MAX or empty are dropped");
+    s_expect_kick (t, gateway, "8", "a JOIN to a too-long room KICKs its conn");
+    s_expect_kick (t, gateway, "8", "a JOIN to an empty room name KICKs its conn");
     s_check (t, s_members (router, long_room) == 0, "a too-long room gets no member");
     long_room [RTWS_ROOM_MAX] = 0;
     zsock_send (to_router, "s8s", "JOIN", (uint64_t) 8, long_room);

@@ -111,7 +111,9 @@ async def test_port_held_elsewhere_refused():
 async def test_member_before_its_101():
     """A client's JOIN and another client's PUBLISH leave from different
     service threads: a message sent after a client saw its 101 must still
-    reach it, every time (the 101 waits for the router's JOINED)."""
+    reach it, every time (the JOIN is queued on the router's join socket
+    before the 101, and the router reads that socket before it handles
+    anything it read from its inbox)."""
     with Server({"GATEWAY_THREADS": "2", "RATE_LIMIT": "0"}) as srv:
         talker = await connect(srv.port, "order", token=mint("talker"))
         missed = []
