@@ -156,6 +156,8 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sched.h>
+#include <stdio.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -2550,13 +2552,38 @@ typedef struct {
     size_t config_answers;      //  CONFIGURED answers still awaited
 } s_actor_t;
 
+//  The CPUs this process may use: those in its affinity mask (taskset,
+//  systemd's CPUAffinity=, a container's cpuset), fewer when a cgroup v2
+//  CPU quota (docker --cpus, systemd's CPUQuota=) allows less, rounded up.
+static long
+s_usable_cpus (void)
+{
+    long cpus = sysconf (_SC_NPROCESSORS_ONLN);
+    cpu_set_t set;
+    if (sched_getaffinity (0, sizeof set, &set) == 0 && CPU_COUNT (&set) > 0)
+        cpus = CPU_COUNT (&set);
+    FILE *file = fopen ("/sys/fs/cgroup/cpu.max", "r");
+    if (file) {
+        char quota [32] = "";
+        long long period = 0;
+        if (fscanf (file, "%31s %lld", quota, &period) == 2 && period > 0
+        &&  strcmp (quota, "max") != 0) {
+            long long limit = (atoll (quota) + period - 1) / period;
+            if (limit >= 1 && limit < cpus)
+                cpus = (long) limit;
+        }
+        fclose (file);
+    }
+    return cpus;
+}
+
 static size_t
 s_threads (const rtws_config_t *config)
 {
     if (config->gateway_threads > 0)
         return (size_t) config->gateway_threads;
-    long cores = sysconf (_SC_NPROCESSORS_ONLN);
-    return cores < 1 ? 1 : cores > S_SHARDS_MAX ? S_SHARDS_MAX : (size_t) cores;
+    long cpus = s_usable_cpus ();
+    return cpus < 1 ? 1 : cpus > S_SHARDS_MAX ? S_SHARDS_MAX : (size_t) cpus;
 }
 
 static s_actor_t *

@@ -5,6 +5,7 @@ port another process holds is refused rather than shared."""
 
 import asyncio
 import json
+import os
 import re
 import signal
 import socket
@@ -177,7 +178,50 @@ async def test_one_thread():
         await b.close()
 
 
+
+def _usable_cpus():
+    """What rtwsd counts: the affinity mask, cut by a cgroup v2 CPU quota."""
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()
+        if quota != "max":
+            cpus = min(cpus, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return cpus
+
+
+async def test_default_follows_usable_cpus():
+    """GATEWAY_THREADS unset: one service thread per CPU the process may use,
+    so a node pinned to one CPU (taskset, systemd's CPUAffinity=, a
+    container's cpuset) runs one, not one per CPU of the host."""
+    cpus = os.sched_getaffinity(0)
+    want = min(_usable_cpus(), 64)
+    with Server({}) as srv:
+        line = re.search(r"with (\d+) service threads?", srv.log_text())
+        check(line is not None and int(line.group(1)) == want,
+              f"unpinned, it runs one service thread per usable CPU ({want})",
+              line.group(0) if line else srv.log_tail())
+    pinned = Server({})
+    os.sched_setaffinity(0, {min(cpus)})        # rtwsd inherits it
+    try:
+        pinned.start()
+    finally:
+        os.sched_setaffinity(0, cpus)
+    try:
+        line = re.search(r"with (\d+) service threads?", pinned.log_text())
+        check(line is not None and int(line.group(1)) == 1,
+              "pinned to one CPU, it runs one service thread",
+              line.group(0) if line else pinned.log_tail())
+        a = await connect(pinned.port, "r1", token=mint("a"))
+        await a.close()
+    finally:
+        pinned.stop()
+
+
 if __name__ == "__main__":
     main([test_room_spans_threads, test_caps_span_threads, test_drain_all_threads,
           test_port_held_elsewhere_refused, test_member_before_its_101, test_places_given_back,
-          test_one_thread], per_test_timeout=40, watchdog=170)
+          test_one_thread, test_default_follows_usable_cpus], per_test_timeout=40,
+         watchdog=190)
