@@ -598,29 +598,27 @@ s_bridge_handle (bridge_t *self, zmsg_t *msg)
     }
 }
 
+static void
+s_bridge_take (void *self, zmsg_t *msg)
+{
+    s_bridge_handle ((bridge_t *) self, msg);
+    zmsg_destroy (&msg);
+}
+
 //  Takes up to BRIDGE_BATCH sibling messages, then lets the engine send
 //  what they produced together.
 static void
 s_bridge_recv_inbox (bridge_t *self)
 {
-    //  A BATCH's messages count one each: its last may pass the bound.
-    for (int i = 0; i < BRIDGE_BATCH; i++) {
+    //  A BATCH's messages (presence sends one flush's as one) count one
+    //  each: a batch may pass the bound.
+    size_t taken = 0;
+    while (taken < BRIDGE_BATCH) {
         zmsg_t *msg = zmsg_recv (self->inbox);
         if (!msg)
             break;              //  Empty (rcvtimeo 0) or interrupted
-        if (inproc_batch_is (msg)) {
-            //  Presence sends one flush's messages as one BATCH
-            zmsg_t *one;
-            for (int taken = 0; (one = inproc_batch_next (msg)); taken++) {
-                if (taken)
-                    i++;
-                s_bridge_handle (self, one);
-                zmsg_destroy (&one);
-            }
-        }
-        else
-            s_bridge_handle (self, msg);
-        zmsg_destroy (&msg);
+        size_t handed = inproc_batch_each (&msg, s_bridge_take, self);
+        taken += handed ? handed : 1;
     }
     if (self->engine->flush)
         self->engine->flush (self->state);

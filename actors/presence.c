@@ -480,6 +480,12 @@ s_presence_handle (presence_t *self, zmsg_t *msg)
     zmsg_destroy (&msg);
 }
 
+static void
+s_presence_take (void *self, zmsg_t *msg)
+{
+    s_presence_handle ((presence_t *) self, msg);
+}
+
 //  Takes what the inbox holds, up to PRESENCE_DRAIN messages (a BATCH is
 //  taken apart); the actor loop flushes what they changed.
 static void
@@ -489,14 +495,7 @@ s_presence_recv_inbox (presence_t *self)
         zmsg_t *msg = zmsg_recv (self->inbox);
         if (!msg)
             break;              //  Empty (rcvtimeo 0) or interrupted
-        if (inproc_batch_is (msg)) {
-            zmsg_t *one;
-            while ((one = inproc_batch_next (msg)))
-                s_presence_handle (self, one);
-            zmsg_destroy (&msg);
-        }
-        else
-            s_presence_handle (self, msg);
+        inproc_batch_each (&msg, s_presence_take, self);
     }
 }
 

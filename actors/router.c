@@ -558,6 +558,12 @@ s_router_handle (router_t *self, zmsg_t *msg)
 
 static void s_router_recv_joins (router_t *self);
 
+static void
+s_router_take (void *self, zmsg_t *msg)
+{
+    s_router_handle ((router_t *) self, msg);
+}
+
 //  Takes what the inbox holds, up to ROUTER_DRAIN messages, so that a
 //  burst costs one wake-up and one poll; then the join socket, whose JOINs
 //  a PUBLISH of the burst may depend on (see the vocabulary); then handles
@@ -572,17 +578,8 @@ s_router_recv_inbox (router_t *self)
     if (count == 0)
         return;                 //  Empty (rcvtimeo 0) or interrupted
     s_router_recv_joins (self);
-    for (size_t i = 0; i < count; i++) {
-        zmsg_t *msg = burst [i];
-        if (inproc_batch_is (msg)) {
-            zmsg_t *one;
-            while ((one = inproc_batch_next (msg)))
-                s_router_handle (self, one);
-            zmsg_destroy (&msg);
-        }
-        else
-            s_router_handle (self, msg);
-    }
+    for (size_t i = 0; i < count; i++)
+        inproc_batch_each (&burst [i], s_router_take, self);
 }
 
 //  Everything the join socket holds: JOINs sent before their 101 (several
@@ -593,25 +590,8 @@ static void
 s_router_recv_joins (router_t *self)
 {
     zmsg_t *msg;
-    while ((msg = zmsg_recv (self->joins))) {
-        zframe_t *verb = zmsg_first (msg);
-        zframe_t *conn = zmsg_next (msg);
-        if (!verb || !conn)
-            s_malformed ("JOIN");
-        else
-        if (zframe_streq (verb, "JOIN"))
-            s_router_join_or_kick (self, msg);
-        else
-        if (zframe_streq (verb, "LEAVE"))
-            s_router_leave (self, msg);
-        else {
-            char *text = zframe_strdup (verb);
-            log_error ("router", "unknown command '%.32s' on the join socket", text);
-            free (text);
-            assert (false);
-        }
-        zmsg_destroy (&msg);
-    }
+    while ((msg = zmsg_recv (self->joins)))
+        s_router_handle (self, msg);
 }
 
 static void

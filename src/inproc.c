@@ -184,6 +184,26 @@ inproc_batch_is (zmsg_t *msg)
     return zmsg_size (msg) > 1 && zframe_streq (zmsg_first (msg), "BATCH");
 }
 
+size_t
+inproc_batch_each (zmsg_t **msg_p, inproc_handler_fn *handle, void *self)
+{
+    assert (msg_p && *msg_p && handle);
+    zmsg_t *msg = *msg_p;
+    *msg_p = NULL;
+    if (!inproc_batch_is (msg)) {
+        handle (self, msg);
+        return 1;
+    }
+    size_t count = 0;
+    zmsg_t *one;
+    while ((one = inproc_batch_next (msg))) {
+        handle (self, one);
+        count++;
+    }
+    zmsg_destroy (&msg);
+    return count;
+}
+
 zmsg_t *
 inproc_batch_next (zmsg_t *batch)
 {

@@ -57,6 +57,12 @@ void inproc_batch_clear (inproc_batch_t *self);
 //  True when msg is a batch; its messages then come from inproc_batch_next.
 bool inproc_batch_is (zmsg_t *msg);
 
+//  Hands msg to handle, or each message of it when it is a batch, in
+//  order; handle owns (and destroys) what it is given, and *msg_p is
+//  taken (set to NULL). Returns how many messages were handed over.
+typedef void (inproc_handler_fn) (void *self, zmsg_t *msg);
+size_t inproc_batch_each (zmsg_t **msg_p, inproc_handler_fn *handle, void *self);
+
 //  Pops the next message of a batch, or NULL at its end. A malformed
 //  batch (a count past its frames) ends there: the caller logs nothing
 //  more, as siblings never send one.
