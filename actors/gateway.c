@@ -202,7 +202,7 @@ typedef struct {
 typedef struct s_session_t s_session_t;
 struct s_session_t {
     rtws_conn_id_t id;          //  0 until the handshake's checks passed
-    bool joined;                //  the router answered JOINED (several threads)
+    bool joined;                //  its JOIN went on the join socket (several threads)
     bool counted;               //  holds a place under the caps (s_reserve)
     bool established;           //  ESTABLISHED came: a live connection
     struct lws *wsi;            //  ours, from ESTABLISHED
@@ -1865,7 +1865,7 @@ s_callback (struct lws *wsi, enum lws_callback_reasons reason, void *user, void 
             s_closed (self, wsi, session);
             return 0;
         case LWS_CALLBACK_WSI_DESTROY:
-            //  Counted and JOINED, then the upgrade failed: no CLOSED will come.
+            //  Counted and its JOIN sent, then the upgrade failed: no CLOSED will come.
             if (self && session && !session->established)
                 s_release (self, session);
             if (self && session && session->joined && !session->established) {
